@@ -1,0 +1,173 @@
+"""Plain-httpx transport to a DMR server: JSON posts, SSE streams, and error translation.
+
+LiteLLM's own HTTP handlers need a first-class provider enum entry, which an external package
+cannot add, so the plugin talks HTTP itself. Errors are raised so that LiteLLM maps them to its
+usual classes with the server's status kept (404 -> NotFoundError, 400 -> BadRequestError, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import litellm
+from litellm.llms.custom_llm import CustomLLMError
+
+from .naming import ENV_API_BASE
+from .payload import Request
+
+#: LiteLLM's default when the caller gives no timeout.
+DEFAULT_TIMEOUT = 600.0
+
+_sync_client: httpx.Client | None = None
+_sync_client_lock = threading.Lock()
+
+
+def _client() -> httpx.Client:
+    """One pooled sync client per process (httpx.Client is thread-safe)."""
+    global _sync_client
+    with _sync_client_lock:
+        if _sync_client is None or _sync_client.is_closed:
+            _sync_client = httpx.Client(timeout=DEFAULT_TIMEOUT)
+        return _sync_client
+
+
+def as_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(float(timeout) if timeout else DEFAULT_TIMEOUT)
+
+
+def _error_message(body: str) -> str:
+    """The `error.message` of an OpenAI-shaped error body, else the raw text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip() or "(empty body)"
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if data.get("message"):
+            return str(data["message"])
+    return body.strip()
+
+
+def status_error(status: int, body: str, url: str) -> CustomLLMError:
+    """An HTTP error LiteLLM will map by status (its exception_type reads `status_code`)."""
+    return CustomLLMError(
+        status_code=status,
+        message=f"Docker Model Runner: {_error_message(body)} (HTTP {status} from POST {url})",
+    )
+
+
+def transport_error(exc: httpx.HTTPError, url: str, model: str, provider: str) -> Exception:
+    """Translate a network failure into LiteLLM's class, naming the URL that was tried."""
+    if isinstance(exc, httpx.TimeoutException):
+        return litellm.Timeout(
+            message=f"Docker Model Runner at {url} timed out: {exc!r}",
+            model=model,
+            llm_provider=provider,
+        )
+    return litellm.APIConnectionError(
+        message=(
+            f"Cannot reach Docker Model Runner at {url}: {exc!r}. Is the server running? "
+            f"Set api_base or ${ENV_API_BASE} to its address."
+        ),
+        llm_provider=provider,
+        model=model,
+    )
+
+
+def _decode_json(resp: httpx.Response, url: str) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError as exc:
+        raise CustomLLMError(500, f"Docker Model Runner sent invalid JSON from {url}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CustomLLMError(500, f"Docker Model Runner sent a non-object JSON body from {url}")
+    return data
+
+
+def post_json(req: Request, timeout: float | httpx.Timeout | None) -> dict[str, Any]:
+    try:
+        resp = _client().post(req.url, json=req.body, headers=req.headers,
+                              timeout=as_timeout(timeout))
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, req.url, req.model, req.provider) from exc
+    if resp.status_code >= 400:
+        raise status_error(resp.status_code, resp.text, req.url)
+    return _decode_json(resp, req.url)
+
+
+async def apost_json(req: Request, timeout: float | httpx.Timeout | None) -> dict[str, Any]:
+    # A client per call: async clients are bound to the event loop that created them.
+    try:
+        async with httpx.AsyncClient(timeout=as_timeout(timeout)) as client:
+            resp = await client.post(req.url, json=req.body, headers=req.headers)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, req.url, req.model, req.provider) from exc
+    if resp.status_code >= 400:
+        raise status_error(resp.status_code, resp.text, req.url)
+    return _decode_json(resp, req.url)
+
+
+def _sse_payload(line: str) -> dict[str, Any] | None:
+    """One SSE line to its JSON event; None for comments, blank lines and `[DONE]`."""
+    if not line.startswith("data:"):
+        return None
+    data = line[len("data:"):].strip()
+    if not data or data == "[DONE]":
+        return None
+    event = json.loads(data)
+    if isinstance(event, dict) and "error" in event and "choices" not in event:
+        err = event["error"]
+        status = err.get("code") if isinstance(err, dict) else None
+        raise CustomLLMError(
+            status if isinstance(status, int) and status >= 400 else 500,
+            f"Docker Model Runner stream error: {_error_message(data)}",
+        )
+    return event if isinstance(event, dict) else None
+
+
+def stream_events(req: Request, timeout: float | httpx.Timeout | None) -> Iterator[dict[str, Any]]:
+    """POST and yield each SSE `data:` event as a dict, until `[DONE]` or end of stream."""
+    try:
+        with _client().stream("POST", req.url, json=req.body, headers=req.headers,
+                              timeout=as_timeout(timeout)) as resp:
+            if resp.status_code >= 400:
+                raise status_error(resp.status_code, resp.read().decode(errors="replace"),
+                                   req.url)
+            for line in resp.iter_lines():
+                if line.strip() == "data: [DONE]":
+                    return
+                event = _sse_payload(line)
+                if event is not None:
+                    yield event
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, req.url, req.model, req.provider) from exc
+
+
+async def astream_events(req: Request, timeout: float | httpx.Timeout | None
+                         ) -> AsyncIterator[dict[str, Any]]:
+    """Async twin of `stream_events`."""
+    try:
+        async with httpx.AsyncClient(timeout=as_timeout(timeout)) as client:
+            async with client.stream("POST", req.url, json=req.body,
+                                     headers=req.headers) as resp:
+                if resp.status_code >= 400:
+                    raise status_error(resp.status_code,
+                                       (await resp.aread()).decode(errors="replace"), req.url)
+                async for line in resp.aiter_lines():
+                    if line.strip() == "data: [DONE]":
+                        return
+                    event = _sse_payload(line)
+                    if event is not None:
+                        yield event
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, req.url, req.model, req.provider) from exc

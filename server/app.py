@@ -1,0 +1,50 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+
+from .api import misc, models, openai
+from .config import Settings
+from .core.runtime import Runtime
+from .engines.llamacpp import EngineSettings, LlamaCppEngine
+from .state import State
+from .store.bundled import ensure_default_model
+from .store.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.load()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+
+    store = ModelStore(settings.models_dir)
+    if settings.import_default_model:
+        ensure_default_model(store)
+    engines = {
+        "llama.cpp": LlamaCppEngine(EngineSettings(
+            context_size=settings.context_size, parallel=settings.parallel,
+            threads=settings.threads)),
+    }
+    runtime = Runtime(store, engines, keep_alive=settings.keep_alive)
+    app.extensions["dmr"] = State(settings, store, runtime)
+
+    app.register_blueprint(misc.bp)
+    openai.register(app)
+    models.register(app)
+
+    @app.errorhandler(404)
+    def _not_found(_exc):
+        return Response("not found\n", status=404, mimetype="text/plain")
+
+    @app.errorhandler(405)
+    def _not_allowed(_exc):
+        return Response("method not allowed\n", status=405, mimetype="text/plain")
+
+    return app

@@ -1,0 +1,108 @@
+"""One error hierarchy for the whole server; each dialect maps it to its own status and body."""
+
+from __future__ import annotations
+
+
+class DMRError(Exception):
+    """Base class: `status` is the HTTP status, `kind` a dialect-neutral error category."""
+
+    status = 500
+    kind = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, **details):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.details = details
+
+
+class InvalidRequest(DMRError):
+    status = 400
+    kind = "invalid_request"
+
+
+class ContextTooLong(InvalidRequest):
+    """The prompt (plus what must be generated) does not fit the model's context window."""
+
+    kind = "exceed_context_size"
+
+    def __init__(self, n_prompt_tokens: int, n_ctx: int):
+        super().__init__(
+            f"the request exceeds the available context size: the prompt has {n_prompt_tokens} "
+            f"tokens but the context size is {n_ctx} tokens; shorten the prompt or raise "
+            f"context-size",
+            n_prompt_tokens=n_prompt_tokens,
+            n_ctx=n_ctx,
+        )
+
+
+class Unauthorized(DMRError):
+    status = 401
+    kind = "authentication"
+
+
+class Forbidden(DMRError):
+    status = 403
+    kind = "permission"
+
+
+class NotFound(DMRError):
+    status = 404
+    kind = "not_found"
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, name: str):
+        super().__init__(f"model not found: {name}", param="model")
+        self.name = name
+
+
+class EngineNotFound(NotFound):
+    def __init__(self, name: str):
+        super().__init__("backend not found", engine=name)
+
+
+class Conflict(DMRError):
+    status = 409
+    kind = "conflict"
+
+
+class EngineNotInstalled(DMRError):
+    """A known engine that this server does not run (DMR answers 412)."""
+
+    status = 412
+    kind = "engine_not_installed"
+
+    def __init__(self, name: str):
+        super().__init__(
+            f'backend "{name}" is not installed; configure it under "engines" in the config file',
+            engine=name,
+        )
+
+
+class PayloadTooLarge(DMRError):
+    status = 413
+    kind = "request_too_large"
+
+
+class NotSupported(DMRError):
+    """The request is well formed, but this model or engine cannot do it."""
+
+    status = 400
+    kind = "invalid_request"
+
+
+class Overloaded(DMRError):
+    status = 503
+    kind = "overloaded"
+
+    def __init__(self, message: str = "server is overloaded, retry later", retry_after: int = 1):
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class EngineFailure(DMRError):
+    """The engine failed on a well-formed request (a real server fault)."""
+
+    status = 500
+    kind = "server_error"

@@ -1,0 +1,397 @@
+"""The request pipeline: from a dialect-free request to a stream of events.
+
+start_chat/start_completion do everything that can fail on bad input (model lookup, template,
+tokenization, context check, grammar) before returning, so a dialect can still answer with a
+4xx; only then are events generated. Per choice the raw tokens flow through:
+
+    UTF-8 decoding -> stop sequences -> <think> splitting -> tool-call parsing -> events
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
+from . import template
+from .errors import ContextTooLong, InvalidRequest, NotSupported
+from .runtime import Lease, Runtime
+from .stops import StopMatcher
+from .thinking import ThinkSplitter
+from .tools import (
+    ForcedCall,
+    ToolCallParser,
+    forced_call,
+    inject_into_system,
+    new_call_id,
+    parse_forced,
+    system_prompt_section,
+)
+from .types import (
+    ChatRequest,
+    ChoiceDone,
+    CompletionRequest,
+    Done,
+    EmbeddingRequest,
+    Event,
+    Sampling,
+    TextDelta,
+    ThinkingDelta,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+
+@dataclass
+class Run:
+    """A validated request whose generation has started; iterate `events` exactly once."""
+
+    model: str
+    prompt_tokens: int
+    events: Iterator[Event]
+
+
+@dataclass
+class Prompt:
+    text: str
+    forced: ForcedCall | None
+    think_started: bool
+
+
+@dataclass
+class _Choice:
+    """How one choice's text is post-processed."""
+
+    stops: list[str]
+    split_thinking: bool
+    think_started: bool
+    tools: list
+    forced: ForcedCall | None
+    logprobs: bool
+
+
+# ------------------------------------------------------------------------------ prompts
+
+
+def build_prompt(info: ModelInfo, req: ChatRequest) -> Prompt:
+    """Render the conversation, tools and any prefill into the model's prompt text."""
+    if not req.messages:
+        raise InvalidRequest("messages must contain at least one message", param="messages")
+    if not info.has_vision and any(m.images for m in req.messages):
+        raise NotSupported("this model does not support images (no vision projector)",
+                           param="messages")
+    messages = list(req.messages)
+    tools = [] if req.tool_choice.mode == "none" else req.tools
+    template_tools = None
+    if tools:
+        if template.supports_tools(info.chat_template):
+            template_tools = tools
+        else:
+            messages = inject_into_system(messages, system_prompt_section(tools))
+    prefill = ""
+    if messages[-1].role == "assistant" and not messages[-1].tool_calls:
+        prefill = messages[-1].content
+        messages = messages[:-1]
+    extra = {}
+    if req.thinking.enabled is not None:
+        extra["enable_thinking"] = req.thinking.enabled
+    text = template.render(info.chat_template, messages, tools=template_tools,
+                           bos_token=info.bos_token, eos_token=info.eos_token,
+                           add_generation_prompt=True, extra=extra)
+    forced = forced_call(tools, req.tool_choice)
+    text += prefill + (forced.prefill if forced else "")
+    return Prompt(text, forced, text.rstrip().endswith("<think>"))
+
+
+def tokenize_prompt(model, text: str) -> list[int]:
+    info: ModelInfo = model.info
+    add_bos = info.add_bos and not (info.bos_token and text.startswith(info.bos_token))
+    return model.tokenize(text, add_special=add_bos, parse_special=True)
+
+
+def count_chat_tokens(runtime: Runtime, req: ChatRequest) -> int:
+    with runtime.use(req.model, req.engine) as lease:
+        prompt = build_prompt(lease.model.info, req)
+        return len(tokenize_prompt(lease.model, prompt.text))
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
+    lease = runtime.acquire(req.model, req.engine, req.keep_alive)
+    try:
+        model = lease.model
+        prompt = build_prompt(model.info, req)
+        tokens = tokenize_prompt(model, prompt.text)
+        schema = prompt.forced.schema if prompt.forced else req.response_schema
+        choice = _Choice(
+            stops=req.sampling.stop,
+            split_thinking=True,
+            think_started=prompt.think_started,
+            tools=[] if req.tool_choice.mode == "none" else req.tools,
+            forced=prompt.forced,
+            logprobs=req.sampling.logprobs is not None,
+        )
+        return _start(runtime, lease, req.model, tokens, req.sampling, req.n, schema, choice)
+    except BaseException:
+        runtime.release(lease)
+        raise
+
+
+def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
+    lease = runtime.acquire(req.model, req.engine, req.keep_alive)
+    try:
+        model = lease.model
+        if isinstance(req.prompt, str):
+            tokens = tokenize_prompt(model, req.prompt)
+            prompt_text = req.prompt
+        else:
+            tokens = _check_token_ids(req.prompt, model.info, "prompt")
+            prompt_text = model.detokenize(tokens)
+        if not tokens:
+            raise InvalidRequest("prompt is empty", param="prompt")
+        choice = _Choice(req.sampling.stop, False, False, [], None,
+                         req.sampling.logprobs is not None)
+        run = _start(runtime, lease, req.model, tokens, req.sampling, req.n,
+                     req.response_schema, choice)
+        if req.echo:
+            run.events = _echo(prompt_text, req.n, run.events)
+        return run
+    except BaseException:
+        runtime.release(lease)
+        raise
+
+
+def _echo(text: str, n: int, events: Iterator[Event]) -> Iterator[Event]:
+    started: set[int] = set()
+    for event in events:
+        choice = getattr(event, "choice", None)
+        if choice is not None and choice not in started:
+            started.add(choice)
+            yield TextDelta(text, choice)
+        yield event
+
+
+def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], sampling: Sampling,
+           n: int, schema, choice: _Choice) -> Run:
+    model = lease.model
+    n_ctx = model.info.n_ctx
+    if len(tokens) >= n_ctx:
+        raise ContextTooLong(len(tokens), n_ctx)
+    room = n_ctx - len(tokens)
+    max_new = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
+    if schema is not None and not schema:
+        schema = {"type": "object"}
+    prepared = []
+    for i in range(n):
+        s = sampling if i == 0 or sampling.seed is None else dataclasses.replace(
+            sampling, seed=sampling.seed + i)
+        prepared.append(model.prepare(GenerationJob(tokens, s, max_new, schema)))
+    streams = [model.generate(p) for p in prepared] if max_new > 0 else []
+    events = _events(runtime, lease, model, streams, n, len(tokens), choice)
+    return Run(name, len(tokens), events)
+
+
+def _events(runtime: Runtime, lease: Lease, model, streams, n: int, n_prompt: int,
+            choice: _Choice) -> Iterator[Event]:
+    usage = Usage(prompt_tokens=n_prompt, load_seconds=lease.load_seconds)
+    try:
+        if not streams:
+            for i in range(n):
+                yield ChoiceDone(i, "length")
+        for i, stream in enumerate(streams):
+            yield from _choice_events(i, stream, choice, usage)
+        yield Done(usage)
+    finally:
+        for stream in streams:
+            stream.close()
+        runtime.release(lease)
+
+
+def _logprob(token: Token) -> TokenLogprob:
+    lp, top = token.logprob
+    return TokenLogprob(
+        token=token.piece.decode(errors="replace"), bytes=list(token.piece), logprob=lp,
+        top=[(p.decode(errors="replace"), list(p), v) for p, v in top],
+    )
+
+
+def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Event]:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    stopper = StopMatcher(choice.stops)
+    post = _PostProcessor(i, choice)
+    started = time.monotonic()
+    first_token = 0.0
+    n_tokens = 0
+    stop_sequence = None
+    reason = "length"
+    for item in stream:
+        if isinstance(item, GenerationEnd):
+            usage.cached_tokens = max(usage.cached_tokens, item.cached_tokens)
+            if stop_sequence is None:
+                reason = "stop" if item.reason == "stop" else "length"
+            break
+        if stop_sequence is not None:
+            continue  # tokens decoded after the stop matched, before the cancel took effect
+        n_tokens += 1
+        if not first_token:
+            first_token = time.monotonic()
+        if choice.logprobs and item.logprob is not None:
+            post.logprobs.append(_logprob(item))
+        text, stop_sequence = stopper.feed(decoder.decode(item.piece))
+        yield from post.feed(text)
+        if stop_sequence is not None:
+            reason = "stop"
+            stream.cancel()
+    if stop_sequence is None:
+        yield from post.feed(decoder.decode(b"", final=True) + stopper.flush())
+    yield from post.flush()
+    now = time.monotonic()
+    usage.completion_tokens += n_tokens
+    usage.prompt_seconds += (first_token or now) - started
+    usage.generation_seconds += now - (first_token or now)
+    if post.n_calls and reason == "stop":
+        reason = "tool_calls"
+    yield ChoiceDone(i, reason, stop_sequence)
+
+
+class _PostProcessor:
+    """Turns one choice's decoded text into thinking, text and tool-call events."""
+
+    def __init__(self, index: int, choice: _Choice):
+        self.index = index
+        self.forced = choice.forced
+        self.splitter = ThinkSplitter(choice.think_started) if choice.split_thinking else None
+        self.parser = ToolCallParser(choice.tools) if choice.tools and not choice.forced else None
+        self.logprobs: list[TokenLogprob] = []
+        self.n_calls = 0
+        self._forced_text = ""
+        self._forced_sent = 0
+        self._forced_id = new_call_id()
+
+    def feed(self, text: str) -> Iterator[Event]:
+        if not text:
+            return
+        if self.forced is not None:
+            yield from self._feed_forced(text)
+            return
+        if self.splitter is not None:
+            thinking, text = self.splitter.feed(text)
+            if thinking:
+                yield ThinkingDelta(thinking, self.index)
+        yield from self._content(text)
+
+    def flush(self) -> Iterator[Event]:
+        if self.forced is not None:
+            if self.forced.name is None:
+                call = parse_forced(self.forced, self._forced_text)
+                if call is not None:
+                    yield self._call_event(call)
+            elif parse_forced(self.forced, self._forced_text) is None:
+                self.n_calls = 0  # cut off: the arguments are not valid JSON
+            return
+        if self.splitter is not None:
+            thinking, text = self.splitter.flush()
+            if thinking:
+                yield ThinkingDelta(thinking, self.index)
+            yield from self._content(text)
+        if self.parser is not None:
+            yield from self._items(self.parser.flush())
+
+    def _feed_forced(self, text: str) -> Iterator[Event]:
+        self._forced_text += text
+        if self.forced.name is None:
+            return  # several tools: the name is known only once the whole call has parsed
+        if not self.n_calls:
+            self.n_calls = 1
+            yield ToolCallDelta(0, self._forced_id, self.forced.name, "", self.index)
+        # The grammar allows white space after the JSON; hold it back until more JSON follows.
+        ready = self._forced_text.rstrip()
+        if len(ready) > self._forced_sent:
+            yield ToolCallDelta(0, arguments=ready[self._forced_sent:], choice=self.index)
+            self._forced_sent = len(ready)
+
+    def _content(self, text: str) -> Iterator[Event]:
+        if self.parser is not None:
+            yield from self._items(self.parser.feed(text) if text else [])
+        elif text:
+            yield self._text(text)
+
+    def _items(self, items: list[str | ToolCall]) -> Iterator[Event]:
+        for item in items:
+            if isinstance(item, str):
+                if item:
+                    yield self._text(item)
+            else:
+                yield self._call_event(item)
+
+    def _call_event(self, call: ToolCall) -> ToolCallDelta:
+        self.n_calls += 1
+        return ToolCallDelta(self.n_calls - 1, call.id, call.name, call.arguments, self.index)
+
+    def _text(self, text: str) -> TextDelta:
+        logprobs, self.logprobs = (self.logprobs or None), []
+        return TextDelta(text, self.index, logprobs)
+
+
+# ------------------------------------------------------------------------------ embeddings
+
+
+@dataclass
+class Embeddings:
+    model: str
+    vectors: list[list[float]]
+    prompt_tokens: int
+    load_seconds: float
+    seconds: float
+
+
+def _check_token_ids(tokens: list[int], info: ModelInfo, param: str) -> list[int]:
+    bad = [t for t in tokens if not 0 <= t < info.n_vocab]
+    if bad:
+        raise InvalidRequest(f"token ids out of range [0, {info.n_vocab}): {bad[:5]}", param=param)
+    return tokens
+
+
+def embed(runtime: Runtime, req: EmbeddingRequest) -> Embeddings:
+    if not req.inputs:
+        raise InvalidRequest("input must not be empty", param="input")
+    started = time.monotonic()
+    with runtime.use(req.model, req.engine, req.keep_alive) as lease:
+        model = lease.model
+        info: ModelInfo = model.info
+        if req.dimensions is not None and not 0 < req.dimensions <= info.n_embd:
+            raise InvalidRequest(f"dimensions must be between 1 and {info.n_embd}",
+                                 param="dimensions")
+        lists = []
+        for item in req.inputs:
+            if isinstance(item, str):
+                tokens = model.tokenize(item, add_special=True, parse_special=False)
+            else:
+                tokens = _check_token_ids(item, info, "input")
+            if not tokens:
+                raise InvalidRequest("input must not contain empty strings", param="input")
+            if len(tokens) > info.n_ctx:
+                if not req.truncate:
+                    raise ContextTooLong(len(tokens), info.n_ctx)
+                tokens = tokens[: info.n_ctx]
+            lists.append(tokens)
+        vectors = model.embed(lists)
+    if req.dimensions is not None:
+        vectors = [v[: req.dimensions] for v in vectors]
+    if req.normalize:
+        vectors = [_normalized(v) for v in vectors]
+    return Embeddings(lease.stored.name, vectors, sum(len(t) for t in lists), lease.load_seconds,
+                      time.monotonic() - started)
+
+
+def _normalized(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector

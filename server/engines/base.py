@@ -1,0 +1,92 @@
+"""What the core asks of an engine: token-level generation, embeddings, tokenization.
+
+Engines know nothing of HTTP dialects or chat templates; the core knows nothing of llama.cpp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..core.types import Sampling
+
+
+@dataclass
+class ModelInfo:
+    """What the core needs to know about a loaded model."""
+
+    architecture: str
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    add_bos: bool
+    #: Tokens one request may occupy (prompt + generated).
+    n_ctx: int
+    n_ctx_train: int
+    n_embd: int
+    n_params: int
+    size_bytes: int
+    n_vocab: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    has_vision: bool = False
+
+
+@dataclass
+class GenerationJob:
+    prompt: list[int]
+    sampling: Sampling
+    max_new_tokens: int
+    #: JSON Schema the output must satisfy (the engine turns it into a grammar), or None.
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass
+class Token:
+    id: int
+    piece: bytes
+    #: (logprob, [(piece, logprob), ...] top alternatives) when logprobs were asked for.
+    logprob: tuple[float, list[tuple[bytes, float]]] | None = None
+
+
+@dataclass
+class GenerationEnd:
+    #: "stop" (end-of-generation token), "length" (max tokens or context full)
+    reason: str
+    n_generated: int
+    cached_tokens: int
+    prompt_seconds: float
+    generation_seconds: float
+
+
+class TokenStream(Protocol):
+    """Tokens of one sequence, then a GenerationEnd.
+
+    cancel() asks the engine to stop: iteration then ends soon with a GenerationEnd whose
+    reason is "cancelled". close() cancels and abandons the stream (client gone).
+    """
+
+    def __iter__(self) -> Iterator[Token | GenerationEnd]: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LoadedModel(Protocol):
+    info: ModelInfo
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]: ...
+
+    def detokenize(self, tokens: list[int]) -> str: ...
+
+    def prepare(self, job: GenerationJob) -> Any:
+        """Validate a job (e.g. compile its grammar) before anything is sent to the client."""
+
+    def generate(self, prepared: Any) -> TokenStream: ...
+
+    def embed(self, inputs: list[list[int]]) -> list[list[float]]: ...
+
+    def busy(self) -> bool: ...
+
+    def unload(self) -> None: ...

@@ -1,0 +1,564 @@
+"""The llama.cpp engine: one model in process through llama-cpp-python's low-level API.
+
+One scheduler thread owns the llama context. Every step it builds one batch holding one token
+for each generating sequence plus prompt chunks of newly admitted ones, decodes it once and
+samples each sequence with its own sampler chain (continuous batching, as llama.cpp's server
+does). Each slot remembers the tokens in its part of the KV cache, so a new request that shares
+a prefix with a slot's previous request only prefills the rest. HTTP threads talk to the
+scheduler through queues; nothing else touches the context.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp as L
+import numpy as np
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from ..core.errors import ContextTooLong, EngineFailure, InvalidRequest
+from .base import GenerationEnd, GenerationJob, ModelInfo, Token
+
+log = logging.getLogger(__name__)
+
+#: Serializes compute across every model in the process: two contexts decoding at once would
+#: put 2 x threads on the cores, and oversubscribed llama.cpp threads collapse ~50x.
+COMPUTE_LOCK = threading.Lock()
+
+_backend_ready = False
+_backend_lock = threading.Lock()
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+def _quiet_log(level, text, user_data):  # pragma: no cover - called from C
+    if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
+        log.error("llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            L.llama_backend_init()
+            L.llama_log_set(_quiet_log, ctypes.c_void_p())
+            _backend_ready = True
+
+
+@dataclass
+class EngineSettings:
+    context_size: int  # per sequence; 0 = the model's training context
+    parallel: int
+    threads: int
+    n_batch: int = 512
+
+
+@dataclass
+class _Prepared:
+    job: GenerationJob
+    grammar: str | None
+
+
+class _Sequence:
+    """One generating sequence: its prompt, sampler, progress and output queue."""
+
+    def __init__(self, prepared: _Prepared, sampler: Any):
+        self.job = prepared.job
+        self.sampler = sampler
+        self.out: queue.SimpleQueue = queue.SimpleQueue()
+        self.cancelled = False
+        self.slot: _Slot | None = None
+        self.prefill_pos = 0  # next prompt index to decode
+        self.n_past = 0  # tokens in the KV cache for this sequence
+        self.pending: int | None = None  # sampled token not yet decoded
+        self.n_generated = 0
+        self.cached_tokens = 0
+        self.t_admitted = 0.0
+        self.t_first = 0.0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.prefill_pos < len(self.job.prompt)
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    cache: list[int] = field(default_factory=list)
+    sequence: _Sequence | None = None
+    last_used: float = 0.0
+
+
+class _Stream:
+    """Iterator over one sequence's tokens; closing it cancels the sequence."""
+
+    def __init__(self, model: LlamaCppModel, seq: _Sequence):
+        self._model = model
+        self._seq = seq
+        self._done = False
+
+    def __iter__(self) -> Iterator[Token | GenerationEnd]:
+        try:
+            while True:
+                item = self._seq.out.get()
+                if isinstance(item, BaseException):
+                    self._done = True
+                    raise item
+                yield item
+                if isinstance(item, GenerationEnd):
+                    self._done = True
+                    return
+        finally:
+            self.close()
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._model._cancel(self._seq)
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._model._cancel(self._seq)
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class LlamaCppModel:
+    """A loaded GGUF model with its scheduler thread."""
+
+    def __init__(self, path: str, settings: EngineSettings):
+        _init_backend()
+        self._settings = settings
+        mparams = L.llama_model_default_params()
+        self._model = L.llama_model_load_from_file(path.encode(), mparams)
+        if not self._model:
+            raise EngineFailure(f"llama.cpp could not load the model file {path}")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        n_ctx_train = L.llama_model_n_ctx_train(self._model)
+        n_ctx = settings.context_size or n_ctx_train
+        self.info = self._read_info(n_ctx, n_ctx_train)
+        self._ctx = self._new_context(n_ctx * settings.parallel, settings.parallel, embeddings=False)
+        self._embed_ctx = None
+        self._batch = L.llama_batch_init(settings.n_batch, 0, 1)
+        self._slots = [_Slot(i) for i in range(settings.parallel)]
+        self._pending: list[_Sequence] = []
+        self._embed_jobs: list[tuple[list[list[int]], Future]] = []
+        self._cv = threading.Condition()
+        self._running = True
+        self._active = 0
+        self._thread = threading.Thread(target=self._loop, name="llama-scheduler", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- model facts, tokenizer
+
+    def _meta(self) -> dict[str, str]:
+        buf = ctypes.create_string_buffer(1 << 16)
+        out = {}
+        for i in range(L.llama_model_meta_count(self._model)):
+            L.llama_model_meta_key_by_index(self._model, i, buf, len(buf))
+            key = buf.value.decode(errors="replace")
+            if key.startswith("tokenizer.ggml.") and key.endswith(("tokens", "merges", "scores", "token_type")):
+                continue
+            L.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
+            out[key] = buf.value.decode(errors="replace")
+        return out
+
+    def _read_info(self, n_ctx: int, n_ctx_train: int) -> ModelInfo:
+        meta = self._meta()
+        template = L.llama_model_chat_template(self._model, None)
+        bos = L.llama_vocab_bos(self._vocab)
+        eos = L.llama_vocab_eos(self._vocab)
+        return ModelInfo(
+            architecture=meta.get("general.architecture", "unknown"),
+            chat_template=template.decode() if template else None,
+            bos_token=self._piece(bos, special=True).decode(errors="replace") if bos >= 0 else "",
+            eos_token=self._piece(eos, special=True).decode(errors="replace") if eos >= 0 else "",
+            add_bos=bool(L.llama_vocab_get_add_bos(self._vocab)),
+            n_ctx=n_ctx,
+            n_ctx_train=n_ctx_train,
+            n_embd=L.llama_model_n_embd(self._model),
+            n_params=L.llama_model_n_params(self._model),
+            size_bytes=L.llama_model_size(self._model),
+            n_vocab=self.n_vocab,
+            metadata=meta,
+        )
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode()
+        n_max = len(data) + 8
+        arr = (L.llama_token * n_max)()
+        n = L.llama_tokenize(self._vocab, data, len(data), arr, n_max, add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            arr = (L.llama_token * n_max)()
+            n = L.llama_tokenize(self._vocab, data, len(data), arr, n_max, add_special, parse_special)
+        return list(arr[:n])
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self._piece(t) for t in tokens).decode(errors="replace")
+
+    def _new_context(self, n_ctx: int, n_seq: int, embeddings: bool):
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_ctx if embeddings else self._settings.n_batch
+        params.n_ubatch = params.n_batch
+        params.n_seq_max = n_seq
+        params.n_threads = self._settings.threads
+        params.n_threads_batch = self._settings.threads
+        params.kv_unified = True
+        params.no_perf = True
+        if embeddings:
+            params.embeddings = True
+            params.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+        ctx = L.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise EngineFailure("llama.cpp could not create a context (out of memory?)")
+        return ctx
+
+    # ---------------------------------------------------------------- requests from HTTP threads
+
+    def prepare(self, job: GenerationJob) -> _Prepared:
+        grammar = None
+        if job.json_schema is not None:
+            try:
+                grammar = json_schema_to_gbnf(json.dumps(job.json_schema))
+            except Exception as exc:  # the converter raises plain exceptions on bad schemas
+                raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
+        if len(job.prompt) >= self.info.n_ctx:
+            raise ContextTooLong(len(job.prompt), self.info.n_ctx)
+        return _Prepared(job, grammar)
+
+    def _make_sampler(self, prepared: _Prepared):
+        s = prepared.job.sampling
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        add = lambda smpl: L.llama_sampler_chain_add(chain, smpl)  # noqa: E731
+        if s.logit_bias:
+            biases = (L.llama_logit_bias * len(s.logit_bias))()
+            for i, (tok, bias) in enumerate(s.logit_bias.items()):
+                biases[i].token, biases[i].bias = tok, bias
+            add(L.llama_sampler_init_logit_bias(self.n_vocab, len(s.logit_bias), biases))
+        if s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty:
+            add(L.llama_sampler_init_penalties(self.n_vocab, s.repeat_last_n, s.repeat_penalty,
+                                               s.frequency_penalty, s.presence_penalty))
+        if prepared.grammar is not None:
+            grammar = L.llama_sampler_init_grammar(self._vocab, prepared.grammar.encode(), b"root")
+            if not grammar:
+                L.llama_sampler_free(chain)
+                raise InvalidRequest("the JSON schema could not be turned into a grammar",
+                                     param="response_format")
+            add(grammar)
+        if s.temperature <= 0:
+            add(L.llama_sampler_init_greedy())
+        else:
+            if s.top_k > 0:
+                add(L.llama_sampler_init_top_k(s.top_k))
+            if s.top_p < 1.0:
+                add(L.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0:
+                add(L.llama_sampler_init_min_p(s.min_p, 1))
+            add(L.llama_sampler_init_temp(s.temperature))
+            seed = s.seed if s.seed is not None else random.getrandbits(32)
+            add(L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def generate(self, prepared: _Prepared) -> _Stream:
+        seq = _Sequence(prepared, self._make_sampler(prepared))
+        with self._cv:
+            if not self._running:
+                L.llama_sampler_free(seq.sampler)
+                raise EngineFailure("the model was unloaded")
+            self._pending.append(seq)
+            self._active += 1
+            self._cv.notify()
+        return _Stream(self, seq)
+
+    def _cancel(self, seq: _Sequence) -> None:
+        with self._cv:
+            seq.cancelled = True
+            self._cv.notify()
+
+    def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        for tokens in inputs:
+            if len(tokens) > self.info.n_ctx:
+                raise ContextTooLong(len(tokens), self.info.n_ctx)
+        future: Future = Future()
+        with self._cv:
+            if not self._running:
+                raise EngineFailure("the model was unloaded")
+            self._embed_jobs.append((inputs, future))
+            self._active += 1
+            self._cv.notify()
+        return future.result()
+
+    def busy(self) -> bool:
+        with self._cv:
+            return self._active > 0
+
+    def unload(self) -> None:
+        with self._cv:
+            self._running = False
+            self._cv.notify()
+        self._thread.join()
+        L.llama_batch_free(self._batch)
+        if self._embed_ctx:
+            L.llama_free(self._embed_ctx)
+        L.llama_free(self._ctx)
+        L.llama_model_free(self._model)
+
+    # ---------------------------------------------------------------- the scheduler thread
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while self._running and not (self._pending or self._embed_jobs or self._busy_slots()):
+                        self._cv.wait()
+                    if not self._running:
+                        break
+                    embed_jobs, self._embed_jobs = self._embed_jobs, []
+                    self._reap_cancelled()
+                    self._admit()
+                for inputs, future in embed_jobs:
+                    self._run_embedding(inputs, future)
+                self._step()
+        except Exception as exc:  # never leave a client waiting forever
+            log.exception("scheduler failed")
+            self._fail_all(EngineFailure(f"the engine failed: {exc}"))
+            return
+        self._fail_all(EngineFailure("the model was unloaded"))
+
+    def _busy_slots(self) -> list[_Slot]:
+        return [s for s in self._slots if s.sequence is not None]
+
+    def _finish(self, seq: _Sequence, item: Any) -> None:
+        """End a sequence: free its slot and sampler, tell its consumer."""
+        if seq.slot is not None:
+            seq.slot.sequence = None
+            seq.slot.last_used = time.monotonic()
+            seq.slot = None
+        L.llama_sampler_free(seq.sampler)
+        seq.out.put(item)
+        with self._cv:
+            self._active -= 1
+
+    def _end(self, seq: _Sequence, reason: str) -> None:
+        now = time.monotonic()
+        first = seq.t_first or now
+        self._finish(seq, GenerationEnd(reason, seq.n_generated, seq.cached_tokens,
+                                        first - seq.t_admitted, now - first))
+
+    def _reap_cancelled(self) -> None:
+        for seq in [s for s in self._pending if s.cancelled]:
+            self._pending.remove(seq)
+            self._finish(seq, GenerationEnd("cancelled", seq.n_generated, 0, 0.0, 0.0))
+        for slot in self._busy_slots():
+            if slot.sequence.cancelled:
+                self._end(slot.sequence, "cancelled")
+
+    def _admit(self) -> None:
+        """Move waiting sequences into free slots, preferring the longest cached prefix."""
+        mem = L.llama_get_memory(self._ctx)
+        while self._pending:
+            free = [s for s in self._slots if s.sequence is None]
+            if not free:
+                return
+            seq = self._pending.pop(0)
+            prompt = seq.job.prompt
+            slot = max(free, key=lambda s: (_lcp(s.cache, prompt), -s.last_used))
+            keep = min(_lcp(slot.cache, prompt), len(prompt) - 1)
+            L.llama_memory_seq_rm(mem, slot.seq_id, keep, -1)
+            del slot.cache[keep:]
+            slot.sequence, seq.slot = seq, slot
+            seq.prefill_pos = seq.n_past = seq.cached_tokens = keep
+            seq.t_admitted = time.monotonic()
+
+    def _step(self) -> None:
+        batch = self._batch
+        n_batch = self._settings.n_batch
+        outputs: list[tuple[_Sequence, int]] = []  # (sequence, batch row) to sample
+        added: list[tuple[_Sequence, list[int]]] = []
+        n = 0
+
+        def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = logits
+            n += 1
+
+        active = self._busy_slots()
+        for slot in active:
+            seq = slot.sequence
+            if seq.pending is not None:
+                put(seq.pending, seq.n_past, slot.seq_id, True)
+                outputs.append((seq, n - 1))
+                added.append((seq, [seq.pending]))
+        for slot in active:
+            seq = slot.sequence
+            if seq.pending is None and seq.prefilling and n < n_batch:
+                chunk = seq.job.prompt[seq.prefill_pos: seq.prefill_pos + (n_batch - n)]
+                for i, tok in enumerate(chunk):
+                    last = seq.prefill_pos + i == len(seq.job.prompt) - 1
+                    put(tok, seq.n_past + i, slot.seq_id, last)
+                    if last:
+                        outputs.append((seq, n - 1))
+                added.append((seq, chunk))
+        if n == 0:
+            return
+        batch.n_tokens = n
+        with COMPUTE_LOCK:
+            ret = L.llama_decode(self._ctx, batch)
+        if ret != 0:
+            self._recover_from_full_cache(ret, added)
+            return
+        for seq, tokens in added:
+            seq.slot.cache.extend(tokens)
+            seq.n_past += len(tokens)
+            if seq.pending is None:
+                seq.prefill_pos += len(tokens)
+            seq.pending = None
+        for seq, row in outputs:
+            self._sample(seq, row)
+
+    def _sample(self, seq: _Sequence, row: int) -> None:
+        token = L.llama_sampler_sample(seq.sampler, self._ctx, row)
+        now = time.monotonic()
+        if not seq.t_first:
+            seq.t_first = now
+        if L.llama_vocab_is_eog(self._vocab, token):
+            self._end(seq, "stop")
+            return
+        logprob = self._logprobs(row, token, seq.job.sampling.logprobs)
+        seq.n_generated += 1
+        seq.out.put(Token(token, self._piece(token), logprob))
+        if seq.n_generated >= seq.job.max_new_tokens or seq.n_past + 1 >= self.info.n_ctx:
+            self._end(seq, "length")
+        else:
+            seq.pending = token
+
+    def _logprobs(self, row: int, token: int, k: int | None):
+        if k is None:
+            return None
+        ptr = L.llama_get_logits_ith(self._ctx, row)
+        logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
+        m = logits.max()
+        logz = m + np.log(np.exp(logits - m).sum())
+        top = []
+        if k > 0:
+            ids = np.argpartition(-logits, k)[:k]
+            ids = ids[np.argsort(-logits[ids])]
+            top = [(self._piece(int(i)), float(logits[i] - logz)) for i in ids]
+        return float(logits[token] - logz), top
+
+    def _recover_from_full_cache(self, ret: int, added: list[tuple[_Sequence, list[int]]]) -> None:
+        """The KV cache is full (or decode failed): end the newest sequence and retry."""
+        log.warning("llama_decode returned %d with %d sequences active", ret, len(added))
+        mem = L.llama_get_memory(self._ctx)
+        victim = max((seq for seq, _ in added), key=lambda s: s.t_admitted)
+        slot = victim.slot
+        L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
+        slot.cache.clear()
+        if victim.n_generated:
+            self._end(victim, "length")
+        else:
+            self._finish(victim, ContextTooLong(len(victim.job.prompt), self.info.n_ctx))
+
+    def _run_embedding(self, inputs: list[list[int]], future: Future) -> None:
+        try:
+            if self._embed_ctx is None:
+                self._embed_ctx = self._new_context(self.info.n_ctx, self._settings.parallel,
+                                                    embeddings=True)
+            future.set_result(self._embed_all(inputs))
+        except Exception as exc:
+            future.set_exception(exc)
+        finally:
+            with self._cv:
+                self._active -= 1
+
+    def _embed_all(self, inputs: list[list[int]]) -> list[list[float]]:
+        """Pack inputs into batches (one sequence each), decode each batch once."""
+        ctx = self._embed_ctx
+        mem = L.llama_get_memory(ctx)
+        n_max, n_seq = self.info.n_ctx, self._settings.parallel
+        results: list[list[float]] = []
+        i = 0
+        while i < len(inputs):
+            group: list[list[int]] = []
+            total = 0
+            while i < len(inputs) and len(group) < n_seq and total + len(inputs[i]) <= n_max:
+                group.append(inputs[i])
+                total += len(inputs[i])
+                i += 1
+            batch = L.llama_batch_init(total, 0, 1)
+            try:
+                k = 0
+                for s, tokens in enumerate(group):
+                    for pos, tok in enumerate(tokens):
+                        batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, pos, 1
+                        batch.seq_id[k][0] = s
+                        batch.logits[k] = True
+                        k += 1
+                batch.n_tokens = k
+                L.llama_memory_clear(mem, True)
+                with COMPUTE_LOCK:
+                    ret = L.llama_decode(ctx, batch)
+                if ret != 0:
+                    raise EngineFailure(f"llama_decode failed with {ret} while embedding")
+                for s in range(len(group)):
+                    ptr = L.llama_get_embeddings_seq(ctx, s)
+                    results.append(np.ctypeslib.as_array(ptr, shape=(self.info.n_embd,)).tolist())
+            finally:
+                L.llama_batch_free(batch)
+        return results
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._cv:
+            waiting = list(self._pending)
+            self._pending.clear()
+            embed_jobs, self._embed_jobs = self._embed_jobs, []
+        for seq in waiting + [s.sequence for s in self._busy_slots()]:
+            self._finish(seq, exc)
+        for _, future in embed_jobs:
+            future.set_exception(exc)
+
+
+class LlamaCppEngine:
+    """Loads GGUF files as LlamaCppModel instances."""
+
+    name = "llama.cpp"
+
+    def __init__(self, settings: EngineSettings):
+        self.settings = settings
+
+    def load(self, path: str, context_size: int | None = None) -> LlamaCppModel:
+        settings = self.settings
+        if context_size:
+            settings = EngineSettings(context_size, settings.parallel, settings.threads,
+                                      settings.n_batch)
+        return LlamaCppModel(path, settings)

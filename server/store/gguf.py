@@ -1,0 +1,117 @@
+"""Read a GGUF file's header: metadata key/values and the tensor count of parameters.
+
+Used by the store to describe a model (architecture, parameters, quantization, context length)
+without loading it into llama.cpp.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, BinaryIO
+
+#: llama_ftype values -> the names users know (general.file_type).
+FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
+    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
+    29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4",
+}
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+            11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+#: Arrays longer than this (token lists, merges) are skipped, not kept.
+_MAX_ARRAY = 64
+
+
+class GGUFError(ValueError):
+    pass
+
+
+def _read(fh: BinaryIO, fmt: str) -> Any:
+    size = struct.calcsize(fmt)
+    data = fh.read(size)
+    if len(data) != size:
+        raise GGUFError("truncated GGUF header")
+    return struct.unpack(fmt, data)[0]
+
+
+def _string(fh: BinaryIO) -> str:
+    n = _read(fh, "<Q")
+    if n > 1 << 26:
+        raise GGUFError("implausible string length in GGUF header")
+    data = fh.read(n)
+    if len(data) != n:
+        raise GGUFError("truncated GGUF header")
+    return data.decode("utf-8", errors="replace")
+
+
+def _value(fh: BinaryIO, vtype: int) -> Any:
+    if vtype in _SCALARS:
+        return _read(fh, _SCALARS[vtype])
+    if vtype == _STRING:
+        return _string(fh)
+    if vtype == _ARRAY:
+        itype, count = _read(fh, "<I"), _read(fh, "<Q")
+        if count <= _MAX_ARRAY:
+            return [_value(fh, itype) for _ in range(count)]
+        if itype in _SCALARS:
+            fh.seek(struct.calcsize(_SCALARS[itype]) * count, 1)
+        else:
+            for _ in range(count):
+                _value(fh, itype)
+        return None
+    raise GGUFError(f"unknown GGUF value type {vtype}")
+
+
+def read_header(path: str) -> tuple[dict[str, Any], int]:
+    """Return (metadata, parameter count). Raises GGUFError for a file that is not GGUF."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise GGUFError(f"{path} is not a GGUF file")
+        version = _read(fh, "<I")
+        if version not in (2, 3):
+            raise GGUFError(f"unsupported GGUF version {version}")
+        n_tensors, n_kv = _read(fh, "<Q"), _read(fh, "<Q")
+        meta: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = _string(fh)
+            value = _value(fh, _read(fh, "<I"))
+            if value is not None:
+                meta[key] = value
+        params = 0
+        for _ in range(n_tensors):
+            _string(fh)
+            n_dims = _read(fh, "<I")
+            count = 1
+            for _ in range(n_dims):
+                count *= _read(fh, "<Q")
+            params += count
+            _read(fh, "<I")
+            _read(fh, "<Q")
+    return meta, params
+
+
+def describe(path: str) -> dict[str, Any]:
+    """The store's summary of a GGUF model (DMR's config fields)."""
+    meta, params = read_header(path)
+    arch = meta.get("general.architecture", "")
+    ftype = meta.get("general.file_type")
+    return {
+        "format": "gguf",
+        "architecture": arch,
+        "parameters": _human_params(params),
+        "quantization": FILE_TYPES.get(ftype, str(ftype) if ftype is not None else ""),
+        "context_length": meta.get(f"{arch}.context_length"),
+        "gguf": {k: (str(v) if not isinstance(v, list) else v) for k, v in meta.items()
+                 if not k.startswith("tokenizer.") and k != "tokenizer.chat_template"},
+        "n_params": params,
+    }
+
+
+def _human_params(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return str(n)

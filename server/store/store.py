@@ -1,0 +1,289 @@
+"""The on-disk model store, laid out as Docker Model Runner lays it out.
+
+    <root>/layout.json              {"version": "1.0.0"}
+    <root>/models.json              index: [{"id", "tags", "files", "created"}]
+    <root>/blobs/sha256/<hex>       content-addressed files (GGUF weights, configs)
+    <root>/manifests/sha256/<hex>   OCI manifests; a model's ID is its manifest's digest
+
+Every write goes to a temporary file first and is renamed into place, so a crash never leaves
+a half-written blob or index visible. Index updates hold a file lock, so the CLI and the server
+can share a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import Conflict, InvalidRequest, ModelNotFound
+from . import gguf, reference
+
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.docker.ai.model.config.v0.1+json"
+GGUF_MEDIA_TYPE = "application/vnd.docker.ai.gguf.v3"
+
+
+@dataclass
+class StoredModel:
+    id: str  # "sha256:<manifest hex>"
+    tags: list[str]
+    created: int
+    config: dict[str, Any]
+    gguf_path: Path
+    size: int
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id.split(":", 1)[1][:12]
+
+    @property
+    def name(self) -> str:
+        """The name clients see: the first tag, else the short ID."""
+        return self.tags[0] if self.tags else self.short_id
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _digest_hex(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef" for c in hexpart):
+        raise InvalidRequest(f"invalid digest {digest!r}")
+    return hexpart
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._lock = threading.RLock()
+        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (self.root / "manifests" / "sha256").mkdir(parents=True, exist_ok=True)
+        if not (self.root / "layout.json").exists():
+            _atomic_write(self.root / "layout.json", b'{"version": "1.0.0"}\n')
+        if not (self.root / "models.json").exists():
+            _atomic_write(self.root / "models.json", b'{"models": []}\n')
+        self._config_cache: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ index
+
+    @contextlib.contextmanager
+    def _locked_index(self) -> Iterator[list[dict[str, Any]]]:
+        """Read-modify-write of models.json under a thread lock and a file lock."""
+        with self._lock, open(self.root / ".lock", "a+") as lock_fh:
+            fcntl.flock(lock_fh, fcntl.LOCK_EX)
+            try:
+                entries = self._read_index()
+                yield entries
+                _atomic_write(self.root / "models.json",
+                              json.dumps({"models": entries}, indent=1).encode())
+            finally:
+                fcntl.flock(lock_fh, fcntl.LOCK_UN)
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        with open(self.root / "models.json", encoding="utf-8") as fh:
+            return json.load(fh).get("models", [])
+
+    # ------------------------------------------------------------------ blobs
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / _digest_hex(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).exists()
+
+    def write_blob(self, data: bytes) -> tuple[str, int]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = self.blob_path(digest)
+        if not path.exists():
+            _atomic_write(path, data)
+        return digest, len(data)
+
+    def import_blob_file(self, source: str | os.PathLike) -> tuple[str, int]:
+        """Copy a file into the blob store, hashing as it goes."""
+        blobs = self.root / "blobs" / "sha256"
+        fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".incoming-")
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            digest = "sha256:" + h.hexdigest()
+            os.replace(tmp, self.blob_path(digest))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return digest, size
+
+    # ------------------------------------------------------------------ models
+
+    def add_gguf(self, path: str | os.PathLike, tags: list[str], *,
+                 context_size: int | None = None) -> StoredModel:
+        """Import a local GGUF file as a model (config + manifest + weights) and tag it."""
+        info = gguf.describe(str(path))
+        weights, weights_size = self.import_blob_file(path)
+        config = {
+            "config": {
+                "format": "gguf",
+                "quantization": info["quantization"],
+                "parameters": info["parameters"],
+                "architecture": info["architecture"],
+                "size": _human_size(weights_size),
+                "gguf": info["gguf"],
+                **({"context_size": context_size} if context_size else {}),
+            },
+            "descriptor": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            "rootfs": {"type": "rootfs", "diff_ids": [weights]},
+        }
+        config_digest, config_size = self.write_blob(json.dumps(config).encode())
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest,
+                       "size": config_size},
+            "layers": [{"mediaType": GGUF_MEDIA_TYPE, "digest": weights, "size": weights_size}],
+        }
+        return self.add_manifest(json.dumps(manifest).encode(), tags)
+
+    def add_manifest(self, manifest_bytes: bytes, tags: list[str]) -> StoredModel:
+        """Record a manifest whose blobs are already stored, and point `tags` at it."""
+        manifest = json.loads(manifest_bytes)
+        files = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+        missing = [d for d in files if not self.has_blob(d)]
+        if missing:
+            raise InvalidRequest(f"manifest refers to missing blobs: {missing}")
+        model_id = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        _atomic_write(self.root / "manifests" / "sha256" / _digest_hex(model_id), manifest_bytes)
+        canonical = [str(reference.parse(t)) for t in tags]
+        with self._locked_index() as entries:
+            for entry in entries:
+                entry["tags"] = [t for t in entry["tags"] if t not in canonical]
+            entry = next((e for e in entries if e["id"] == model_id), None)
+            if entry is None:
+                entry = {"id": model_id, "tags": [], "files": files, "created": int(time.time())}
+                entries.append(entry)
+            entry["tags"] += [t for t in canonical if t not in entry["tags"]]
+        return self.get(model_id)
+
+    def list(self) -> list[StoredModel]:
+        return [self._load(e) for e in self._read_index()]
+
+    def find(self, ref: str) -> StoredModel | None:
+        """The model a reference, ID or ID prefix names, or None."""
+        entries = self._read_index()
+        text = ref.strip()
+        if reference.looks_like_id(text):
+            hexpart = text.lower().removeprefix("sha256:")
+            matches = [e for e in entries if e["id"].split(":", 1)[1].startswith(hexpart)]
+            if len(matches) == 1:
+                return self._load(matches[0])
+        parsed = reference.parse(text)
+        if parsed.digest:
+            entry = next((e for e in entries if e["id"] == parsed.digest), None)
+            return self._load(entry) if entry else None
+        wanted = str(parsed)
+        entry = next((e for e in entries if wanted in e["tags"]), None)
+        return self._load(entry) if entry else None
+
+    def get(self, ref: str) -> StoredModel:
+        model = self.find(ref)
+        if model is None:
+            raise ModelNotFound(ref)
+        return model
+
+    def tag(self, ref: str, new_tag: str) -> str:
+        model = self.get(ref)
+        canonical = str(reference.parse(new_tag))
+        with self._locked_index() as entries:
+            for entry in entries:
+                if canonical in entry["tags"] and entry["id"] != model.id:
+                    entry["tags"].remove(canonical)
+            for entry in entries:
+                if entry["id"] == model.id and canonical not in entry["tags"]:
+                    entry["tags"].append(canonical)
+        return canonical
+
+    def remove(self, ref: str, *, force: bool = False) -> list[dict[str, str]]:
+        """Untag `ref`; delete the model when no tag is left (DMR's semantics and answer)."""
+        model = self.get(ref)
+        by_tag = not reference.looks_like_id(ref) and "@" not in ref
+        result: list[dict[str, str]] = []
+        with self._locked_index() as entries:
+            entry = next(e for e in entries if e["id"] == model.id)
+            if by_tag and len(entry["tags"]) > 1 and not force:
+                untag = str(reference.parse(ref))
+                entry["tags"].remove(untag)
+                return [{"Untagged": untag}]
+            if not by_tag and len(entry["tags"]) > 1 and not force:
+                raise Conflict(f"unable to delete {model.short_id} (must be forced) due to "
+                               "multiple tag references: resource conflict")
+            result = [{"Untagged": t} for t in entry["tags"]]
+            entries.remove(entry)
+            still_used = {d for e in entries for d in e["files"]}
+        for digest in entry["files"]:
+            if digest not in still_used:
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "manifests" / "sha256" / _digest_hex(model.id)).unlink()
+        result.append({"Deleted": model.id})
+        return result
+
+    def disk_usage(self) -> int:
+        return sum(p.stat().st_size for p in (self.root / "blobs").rglob("*") if p.is_file())
+
+    def _load(self, entry: dict[str, Any]) -> StoredModel:
+        model_id = entry["id"]
+        manifest_path = self.root / "manifests" / "sha256" / _digest_hex(model_id)
+        manifest = json.loads(manifest_path.read_text())
+        config = self._config_cache.get(model_id)
+        if config is None:
+            config = json.loads(self.blob_path(manifest["config"]["digest"]).read_text())
+            self._config_cache[model_id] = config
+        gguf_layer = next(layer for layer in manifest["layers"]
+                          if layer["mediaType"] == GGUF_MEDIA_TYPE)
+        return StoredModel(
+            id=model_id,
+            tags=list(entry["tags"]),
+            created=entry.get("created", 0),
+            config=config.get("config", {}),
+            gguf_path=self.blob_path(gguf_layer["digest"]),
+            size=sum(layer["size"] for layer in manifest["layers"]),
+            files=list(entry["files"]),
+        )
+
+
+def _human_size(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
