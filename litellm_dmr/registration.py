@@ -21,6 +21,7 @@ from typing import Any
 
 import litellm
 
+from .embedding_params import accept_embedding_params
 from .payload import ALIAS, PROVIDER
 
 log = logging.getLogger("litellm_dmr")
@@ -119,6 +120,7 @@ def disable_builtin() -> None:
         while PROVIDER in providers:
             providers.remove(PROVIDER)
     verify_override()
+    accept_embedding_params(PROVIDER)
 
 
 def verify_override() -> None:

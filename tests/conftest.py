@@ -89,3 +89,10 @@ def server_url(dmr_server: ServerProcess) -> str:
 @pytest.fixture(scope="session")
 def model() -> str:
     return MODEL
+
+
+@pytest.fixture(scope="session")
+def openai_client(server_url: str):
+    import openai
+
+    return openai.OpenAI(base_url=server_url + "/engines/v1", api_key="unused", max_retries=0)

@@ -183,6 +183,8 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
            n: int, schema, choice: _Choice) -> Run:
     model = lease.model
     n_ctx = model.info.n_ctx
+    if sampling.context_limit:
+        n_ctx = min(n_ctx, sampling.context_limit)
     if len(tokens) >= n_ctx:
         raise ContextTooLong(len(tokens), n_ctx)
     room = n_ctx - len(tokens)

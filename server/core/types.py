@@ -73,6 +73,9 @@ class Sampling:
     stop: list[str] = field(default_factory=list)
     #: Number of most likely alternatives to report per token; None = no logprobs at all.
     logprobs: int | None = None
+    #: Tokens one request may occupy (prompt + generated) when lower than the loaded context;
+    #: None = the loaded context (Ollama's options.num_ctx).
+    context_limit: int | None = None
 
 
 @dataclass

@@ -6,8 +6,10 @@
     <root>/manifests/sha256/<hex>   OCI manifests; a model's ID is its manifest's digest
 
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves
-a half-written blob or index visible. Index updates hold a file lock, so the CLI and the server
-can share a store.
+a half-written blob or index visible. Downloads go to `<hex>.incomplete` (resumable, verified
+against the digest before the rename, see blobfile.py). A model becomes visible only when its
+manifest is recorded in the index, which happens after all its blobs are in place. Index
+updates hold a file lock, so the CLI and the server can share a store.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import Conflict, InvalidRequest, ModelNotFound
-from . import gguf, reference
+from . import artifact, gguf, reference
+from .artifact import Descriptor, Manifest
+from .blobfile import PartialBlob, remove_stale_partials
 
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_MEDIA_TYPE = "application/vnd.docker.ai.model.config.v0.1+json"
-GGUF_MEDIA_TYPE = "application/vnd.docker.ai.gguf.v3"
+MANIFEST_MEDIA_TYPE = artifact.OCI_MANIFEST
+CONFIG_MEDIA_TYPE = artifact.DMR_CONFIG
+GGUF_MEDIA_TYPE = artifact.DMR_GGUF
 
 
 @dataclass
@@ -42,6 +46,9 @@ class StoredModel:
     gguf_path: Path
     size: int
     files: list[str] = field(default_factory=list)
+    #: Optional layers of the artifact, when it has them.
+    chat_template_path: Path | None = None
+    mmproj_path: Path | None = None
 
     @property
     def short_id(self) -> str:
@@ -86,6 +93,7 @@ class ModelStore:
         if not (self.root / "models.json").exists():
             _atomic_write(self.root / "models.json", b'{"models": []}\n')
         self._config_cache: dict[str, dict[str, Any]] = {}
+        remove_stale_partials(self.root / "blobs" / "sha256")
 
     # ------------------------------------------------------------------ index
 
@@ -113,6 +121,10 @@ class ModelStore:
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).exists()
+
+    def partial_blob(self, digest: str, size: int | None = None) -> PartialBlob:
+        """A resumable, verified writer for the blob `digest` (use it as a context manager)."""
+        return PartialBlob(self.blob_path(digest), digest, size)
 
     def write_blob(self, data: bytes) -> tuple[str, int]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -148,35 +160,27 @@ class ModelStore:
     def add_gguf(self, path: str | os.PathLike, tags: list[str], *,
                  context_size: int | None = None) -> StoredModel:
         """Import a local GGUF file as a model (config + manifest + weights) and tag it."""
-        info = gguf.describe(str(path))
-        weights, weights_size = self.import_blob_file(path)
-        config = {
-            "config": {
-                "format": "gguf",
-                "quantization": info["quantization"],
-                "parameters": info["parameters"],
-                "architecture": info["architecture"],
-                "size": _human_size(weights_size),
-                "gguf": info["gguf"],
-                **({"context_size": context_size} if context_size else {}),
-            },
-            "descriptor": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-            "rootfs": {"type": "rootfs", "diff_ids": [weights]},
-        }
+        gguf.read_header(str(path))  # refuse a non-GGUF file before copying it
+        digest, size = self.import_blob_file(path)
+        weights = Descriptor(artifact.DMR_GGUF, digest, size)
+        return self.add_gguf_blob(weights, tags, context_size=context_size)
+
+    def add_gguf_blob(self, weights: Descriptor, tags: list[str], *,
+                      context_size: int | None = None,
+                      extra_layers: list[Descriptor] | None = None) -> StoredModel:
+        """Build DMR's artifact around weights already in the blob store, and tag it."""
+        info = gguf.describe(str(self.blob_path(weights.digest)))
+        config = artifact.dmr_config(info, weights, context_size=context_size)
         config_digest, config_size = self.write_blob(json.dumps(config).encode())
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest,
-                       "size": config_size},
-            "layers": [{"mediaType": GGUF_MEDIA_TYPE, "digest": weights, "size": weights_size}],
-        }
-        return self.add_manifest(json.dumps(manifest).encode(), tags)
+        manifest = artifact.build_manifest(
+            Descriptor(artifact.DMR_CONFIG, config_digest, config_size),
+            [weights, *(extra_layers or [])])
+        return self.add_manifest(manifest, tags)
 
     def add_manifest(self, manifest_bytes: bytes, tags: list[str]) -> StoredModel:
         """Record a manifest whose blobs are already stored, and point `tags` at it."""
-        manifest = json.loads(manifest_bytes)
-        files = [manifest["config"]["digest"]] + [layer["digest"] for layer in manifest["layers"]]
+        manifest = artifact.parse_manifest(manifest_bytes)
+        files = [blob.digest for blob in manifest.blobs]
         missing = [d for d in files if not self.has_blob(d)]
         if missing:
             raise InvalidRequest(f"manifest refers to missing blobs: {missing}")
@@ -257,33 +261,54 @@ class ModelStore:
         result.append({"Deleted": model.id})
         return result
 
+    def purge(self) -> int:
+        """Delete every model, blob, manifest and partial download; returns models removed."""
+        with self._locked_index() as entries:
+            count = len(entries)
+            entries.clear()
+            for folder in ("blobs", "manifests"):
+                for path in (self.root / folder / "sha256").iterdir():
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+        self._config_cache.clear()
+        return count
+
+    def manifest(self, model_id: str) -> Manifest:
+        path = self.root / "manifests" / "sha256" / _digest_hex(model_id)
+        return artifact.parse_manifest(path.read_bytes())
+
     def disk_usage(self) -> int:
         return sum(p.stat().st_size for p in (self.root / "blobs").rglob("*") if p.is_file())
 
     def _load(self, entry: dict[str, Any]) -> StoredModel:
         model_id = entry["id"]
-        manifest_path = self.root / "manifests" / "sha256" / _digest_hex(model_id)
-        manifest = json.loads(manifest_path.read_text())
+        manifest = self.manifest(model_id)
+        weights = manifest.weights()
         config = self._config_cache.get(model_id)
         if config is None:
-            config = json.loads(self.blob_path(manifest["config"]["digest"]).read_text())
+            raw = json.loads(self.blob_path(manifest.config.digest).read_bytes())
+            config = artifact.display_config(raw, manifest.is_modelpack)
+            if manifest.is_modelpack:  # ModelPack configs say little: read the GGUF itself
+                info = gguf.describe(str(self.blob_path(weights.digest)))
+                config = {**{k: info[k] for k in ("format", "quantization", "parameters",
+                                                   "architecture", "gguf")},
+                          "size": artifact.human_size(weights.size), **config}
             self._config_cache[model_id] = config
-        gguf_layer = next(layer for layer in manifest["layers"]
-                          if layer["mediaType"] == GGUF_MEDIA_TYPE)
+        template = manifest.layer_of(artifact.DMR_TEMPLATE)
+        mmproj = manifest.layer_of(artifact.DMR_MMPROJ)
         return StoredModel(
             id=model_id,
             tags=list(entry["tags"]),
             created=entry.get("created", 0),
-            config=config.get("config", {}),
-            gguf_path=self.blob_path(gguf_layer["digest"]),
-            size=sum(layer["size"] for layer in manifest["layers"]),
+            config=config,
+            gguf_path=self.blob_path(weights.digest),
+            size=sum(layer.size for layer in manifest.layers),
             files=list(entry["files"]),
+            chat_template_path=self.blob_path(template.digest) if template else None,
+            mmproj_path=self.blob_path(mmproj.digest) if mmproj else None,
         )
 
 
 def _human_size(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
+    return artifact.human_size(n)
 
