@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .naming import (
-    DEFAULT_ENGINE,
     ENV_API_BASE,
     IMAGE_ENGINE,
     resolve_api_key,
@@ -46,7 +45,6 @@ class Request:
     provider: str
     text_completion: bool = False
     stream: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def jsonable(obj: Any) -> Any:
@@ -144,6 +142,3 @@ def image_request(model: str, prompt: str, optional_params: Mapping[str, Any] | 
     return Request(url=target.url, body=body, headers=_headers(api_key, extra, env),
                    model=model, provider=PROVIDER)
 
-
-__all__ = ["ALIAS", "DEFAULT_ENGINE", "PROVIDER", "Request", "chat_request",
-           "embedding_request", "image_request", "server_params"]

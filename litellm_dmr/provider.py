@@ -23,6 +23,9 @@ from . import payload, transport
 from .cost import ensure_zero_cost
 from .streaming import ChunkConverter
 
+#: `response._hidden_params[HIDDEN_URL_KEY]` is the DMR URL a call went to.
+HIDDEN_URL_KEY = "dmr_url"
+
 
 def _text_to_chat(data: dict[str, Any]) -> dict[str, Any]:
     """A `/completions` reply in chat shape; LiteLLM's text_completion() converts it back."""
@@ -42,15 +45,20 @@ def _priced(req: payload.Request, data: dict[str, Any] | None, mode: str) -> Non
     ensure_zero_cost(req.provider, [n for n in names if isinstance(n, str)], mode)
 
 
+def _tag(response: Any, req: payload.Request) -> Any:
+    """Record the endpoint actually called (LiteLLM overwrites `api_base` with the caller's)."""
+    response._hidden_params[HIDDEN_URL_KEY] = req.url
+    return response
+
+
 def _model_response(data: dict[str, Any], req: payload.Request,
                     model_response: ModelResponse) -> ModelResponse:
     _priced(req, data, "completion" if req.text_completion else "chat")
     if req.text_completion:
         data = _text_to_chat(data)
-    return convert_to_model_response_object(  # type: ignore[return-value]
-        response_object=data, model_response_object=model_response,
-        hidden_params={"api_base": req.url},
-    )
+    response = convert_to_model_response_object(
+        response_object=data, model_response_object=model_response)
+    return _tag(response, req)  # type: ignore[return-value]
 
 
 def _log_pre_call(logging_obj: Any, req: payload.Request, input: Any) -> None:
@@ -62,6 +70,16 @@ def _log_pre_call(logging_obj: Any, req: payload.Request, input: Any) -> None:
                                               "api_base": req.url, "headers": {}})
     except Exception:  # logging must never break a call
         pass
+
+
+def _chunks(events: Iterator[dict[str, Any]], req: payload.Request
+            ) -> Iterator[GenericStreamingChunk]:
+    converter = ChunkConverter(text_completion=req.text_completion)
+    for event in events:
+        if converter.first:
+            _priced(req, event, "completion" if req.text_completion else "chat")
+        yield from converter.feed(event)
+    yield converter.finish()
 
 
 class DockerModelRunnerLLM(CustomLLM):
@@ -108,12 +126,8 @@ class DockerModelRunnerLLM(CustomLLM):
                   client: Any = None) -> Iterator[GenericStreamingChunk]:
         req = self._chat(model, messages, api_base, api_key, optional_params, litellm_params,
                          headers, True, logging_obj)
-        converter = ChunkConverter(text_completion=req.text_completion)
-        for event in transport.stream_events(req, timeout):
-            if converter.first:
-                _priced(req, event, "completion" if req.text_completion else "chat")
-            yield from converter.feed(event)
-        yield converter.finish()
+        # Not a generator itself: the request goes out now, so errors raise from the call.
+        return _chunks(transport.stream_events(req, timeout), req)
 
     async def astreaming(self, model: str, messages: list, api_base: str | None,
                          custom_prompt_dict: dict, model_response: ModelResponse,
@@ -151,9 +165,9 @@ class DockerModelRunnerLLM(CustomLLM):
                                   api_key, logging_obj)
         data = transport.post_json(req, timeout)
         _priced(req, data, "embedding")
-        return convert_to_model_response_object(  # type: ignore[return-value]
+        return _tag(convert_to_model_response_object(
             response_object=data, model_response_object=model_response,
-            response_type="embedding")
+            response_type="embedding"), req)
 
     async def aembedding(self, model: str, input: list, model_response: EmbeddingResponse,
                          print_verbose: Callable, logging_obj: Any, optional_params: dict,
@@ -164,9 +178,9 @@ class DockerModelRunnerLLM(CustomLLM):
                                   api_key, logging_obj)
         data = await transport.apost_json(req, timeout)
         _priced(req, data, "embedding")
-        return convert_to_model_response_object(  # type: ignore[return-value]
+        return _tag(convert_to_model_response_object(
             response_object=data, model_response_object=model_response,
-            response_type="embedding")
+            response_type="embedding"), req)
 
     # ---- images ----------------------------------------------------------------------
     def image_generation(self, model: str, prompt: str, api_key: str | None,
@@ -178,9 +192,9 @@ class DockerModelRunnerLLM(CustomLLM):
         _log_pre_call(logging_obj, req, prompt)
         data = transport.post_json(req, timeout)
         _priced(req, None, "image_generation")
-        return convert_to_model_response_object(  # type: ignore[return-value]
+        return _tag(convert_to_model_response_object(
             response_object=data, model_response_object=model_response,
-            response_type="image_generation")
+            response_type="image_generation"), req)
 
     async def aimage_generation(self, model: str, prompt: str, model_response: ImageResponse,
                                 api_key: str | None, api_base: str | None,
@@ -191,6 +205,6 @@ class DockerModelRunnerLLM(CustomLLM):
         _log_pre_call(logging_obj, req, prompt)
         data = await transport.apost_json(req, timeout)
         _priced(req, None, "image_generation")
-        return convert_to_model_response_object(  # type: ignore[return-value]
+        return _tag(convert_to_model_response_object(
             response_object=data, model_response_object=model_response,
-            response_type="image_generation")
+            response_type="image_generation"), req)

@@ -3,16 +3,18 @@
 LiteLLM >= 1.80.5 ships a chat-only `docker_model_runner` provider that ignores the engine in
 the model name and builds URLs DMR does not serve. `custom_provider_map` is LiteLLM's plugin
 API, but for names in `openai_compatible_providers` LiteLLM's chat and image dispatch picks the
-built-in before looking at custom providers. So registration removes the name from that list,
-then checks that nothing else in LiteLLM still routes the name to the built-in. Any surprise
-raises `OverrideError`: silently falling back to the built-in would send requests to wrong URLs.
-The `dmr/` alias has no built-in and needs none of this.
+built-in before looking at custom providers. So registration checks that nothing else in
+LiteLLM routes the name to the built-in, removes it from that list, checks again, and declares
+OpenAI params for it (`params`). Any surprise raises `OverrideError`: silently falling back to
+the built-in would send requests to wrong URLs. The `dmr/` alias has no built-in and needs
+none of this.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import threading
 from importlib import metadata
@@ -21,19 +23,22 @@ from typing import Any
 
 import litellm
 
-from .embedding_params import accept_embedding_params
+from .params import accept_openai_params
 from .payload import ALIAS, PROVIDER
 
 log = logging.getLogger("litellm_dmr")
 
-#: LiteLLM versions this override was written and tested against (its structure is checked
-#: on every version; outside this range a structure change raises rather than misroutes).
-TESTED_LITELLM = "1.80.5 - 1.106.2"
+#: The LiteLLM version this override was tested against. The structure it relies on is checked
+#: on whatever version is installed, so a change raises rather than misroutes.
+TESTED_LITELLM = "1.106.2"
 
 #: A dedicated dispatch branch for the name (upstream LiteLLM `main` has
 #: `_complete_docker_model_runner`) would win over custom providers whatever we do.
 _DEDICATED_BRANCH = re.compile(
     r"docker_model_runner|DOCKER_MODEL_RUNNER", re.IGNORECASE)
+
+#: Set to 0 to leave `docker_model_runner/` to LiteLLM's built-in and register only `dmr/`.
+ENV_OVERRIDE = "LITELLM_DMR_OVERRIDE_BUILTIN"
 
 _lock = threading.RLock()
 
@@ -53,9 +58,15 @@ def _fail(what: str) -> OverrideError:
     return OverrideError(
         f"litellm_dmr cannot take over the 'docker_model_runner/' prefix on LiteLLM "
         f"{litellm_version()} (tested with {TESTED_LITELLM}): {what}. Calls would go to "
-        f"LiteLLM's built-in provider instead. Use the 'dmr/' prefix, which needs no override, "
-        f"or install a tested LiteLLM version (pip install 'litellm>=1.80.5,<1.107')."
+        f"LiteLLM's built-in provider instead. Either install the tested LiteLLM "
+        f"(pip install 'litellm=={TESTED_LITELLM}'), or set {ENV_OVERRIDE}=0 to register "
+        f"only the 'dmr/' prefix, which needs no override, and use that."
     )
+
+
+def override_enabled() -> bool:
+    """False when ${ENV_OVERRIDE} is 0/false/no/off."""
+    return os.environ.get(ENV_OVERRIDE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def builtin_present() -> bool:
@@ -112,15 +123,26 @@ def _json_registry_has(provider: str) -> bool:
     return bool(JSONProviderRegistry.exists(provider))
 
 
+def preflight() -> None:
+    """The checks that do not depend on our change: a LiteLLM that cannot be overridden is
+    reported before anything is modified."""
+    if not builtin_present():
+        return
+    _compatible_lists()
+    if _json_registry_has(PROVIDER):
+        raise _fail("it is defined in LiteLLM's JSON provider registry")
+    _check_no_dedicated_branch()
+
+
 def disable_builtin() -> None:
-    """Remove the built-in from the OpenAI-compatible dispatch, then verify nothing else routes it."""
+    """Take the built-in out of the OpenAI-compatible dispatch and verify the result."""
     if not builtin_present():
         return
     for providers in _compatible_lists():
         while PROVIDER in providers:
             providers.remove(PROVIDER)
     verify_override()
-    accept_embedding_params(PROVIDER)
+    accept_openai_params(PROVIDER)
 
 
 def verify_override() -> None:
@@ -147,11 +169,19 @@ def _install(handler: Any, provider: str) -> None:
 
 
 def register(handler: Any) -> None:
-    """Map `docker_model_runner` and `dmr` to `handler`; idempotent and thread-safe."""
+    """Map `dmr` and `docker_model_runner` to `handler`; idempotent and thread-safe.
+
+    Raises OverrideError if `docker_model_runner` cannot be taken over, before mapping it
+    (`dmr` is registered first); with ${ENV_OVERRIDE}=0 only `dmr` is registered.
+    """
     with _lock:
         if not isinstance(litellm.custom_provider_map, list):
             litellm.custom_provider_map = list(litellm.custom_provider_map or [])
-        _install(handler, PROVIDER)
         _install(handler, ALIAS)
+        if not override_enabled():
+            litellm.utils.custom_llm_setup()
+            return
+        preflight()
+        _install(handler, PROVIDER)
         litellm.utils.custom_llm_setup()
         disable_builtin()

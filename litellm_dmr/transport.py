@@ -136,26 +136,46 @@ def _sse_payload(line: str) -> dict[str, Any] | None:
 
 
 def stream_events(req: Request, timeout: float | httpx.Timeout | None) -> Iterator[dict[str, Any]]:
-    """POST and yield each SSE `data:` event as a dict, until `[DONE]` or end of stream."""
+    """POST now and return an iterator over the SSE `data:` events, until `[DONE]`.
+
+    The request is sent before this returns, so a refused connection or an HTTP error is
+    raised from the `completion(stream=True)` call itself, as for non-streaming calls.
+    """
+    client = _client()
     try:
-        with _client().stream("POST", req.url, json=req.body, headers=req.headers,
-                              timeout=as_timeout(timeout)) as resp:
-            if resp.status_code >= 400:
-                raise status_error(resp.status_code, resp.read().decode(errors="replace"),
-                                   req.url)
-            for line in resp.iter_lines():
-                if line.strip() == "data: [DONE]":
-                    return
-                event = _sse_payload(line)
-                if event is not None:
-                    yield event
+        resp = client.send(
+            client.build_request("POST", req.url, json=req.body, headers=req.headers,
+                                 timeout=as_timeout(timeout)),
+            stream=True)
     except httpx.HTTPError as exc:
         raise transport_error(exc, req.url, req.model, req.provider) from exc
+    if resp.status_code >= 400:
+        try:
+            body = resp.read().decode(errors="replace")
+        finally:
+            resp.close()
+        raise status_error(resp.status_code, body, req.url)
+    return _iter_events(resp, req)
+
+
+def _iter_events(resp: httpx.Response, req: Request) -> Iterator[dict[str, Any]]:
+    try:
+        for line in resp.iter_lines():
+            if line.strip() == "data: [DONE]":
+                return
+            event = _sse_payload(line)
+            if event is not None:
+                yield event
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, req.url, req.model, req.provider) from exc
+    finally:
+        resp.close()
 
 
 async def astream_events(req: Request, timeout: float | httpx.Timeout | None
                          ) -> AsyncIterator[dict[str, Any]]:
-    """Async twin of `stream_events`."""
+    """Async twin of `stream_events`, lazy: LiteLLM only starts a custom async stream by
+    iterating it, so errors surface on the first chunk (see docs/litellm.md)."""
     try:
         async with httpx.AsyncClient(timeout=as_timeout(timeout)) as client:
             async with client.stream("POST", req.url, json=req.body,

@@ -6,12 +6,14 @@ import logging
 
 from flask import Flask, Response
 
-from .api import misc, models, openai
+from .api import anthropic, misc, models, ollama, openai
+from .api import engines as engines_api
 from .config import Settings
 from .core.runtime import Runtime
 from .engines.llamacpp import EngineSettings, LlamaCppEngine
 from .state import State
 from .store.bundled import ensure_default_model
+from .store.runner_config import RunnerConfigs
 from .store.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -30,14 +32,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     engines = {
         "llama.cpp": LlamaCppEngine(EngineSettings(
             context_size=settings.context_size, parallel=settings.parallel,
-            threads=settings.threads)),
+            threads=settings.threads, max_queue=settings.max_queue,
+            kv_tokens=settings.kv_cache_tokens)),
     }
-    runtime = Runtime(store, engines, keep_alive=settings.keep_alive)
+    runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
+                      configs=RunnerConfigs(settings.models_dir))
     app.extensions["dmr"] = State(settings, store, runtime)
 
     app.register_blueprint(misc.bp)
     openai.register(app)
+    anthropic.register(app)
     models.register(app)
+    app.register_blueprint(engines_api.bp)
+    ollama.register(app)
 
     @app.errorhandler(404)
     def _not_found(_exc):

@@ -1,6 +1,7 @@
 """The `dmr` command. `dmr serve` runs the server: one Gunicorn worker with the gthread worker
 class, so one copy of each model serves every request and llama.cpp threads never exceed the
-cores."""
+cores. The other commands (pull, ls, run, ...) are clients of a running server, in
+cli_commands.py."""
 
 from __future__ import annotations
 
@@ -59,20 +60,87 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--models-dir", help="model store directory (or MODELS_PATH)")
     serve.add_argument("--config", help="YAML settings file")
     serve.add_argument("--context-size", type=int, help="tokens per request (default 4096)")
-    serve.add_argument("--parallel", type=int, help="sequences decoded together (default 4)")
+    serve.add_argument("--parallel", type=int, help="sequences decoded together (default 8)")
     serve.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=_serve)
+    _add_client_commands(sub)
     return parser
 
 
+def _add_client_commands(sub) -> None:
+    """The commands that talk to a running server (MODEL_RUNNER_HOST), as `docker model` has."""
+    from . import cli_commands as c
+
+    def command(name: str, func, help_: str, *, json_flag: bool = False, aliases=()):
+        p = sub.add_parser(name, help=help_, aliases=list(aliases))
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("pull", c.pull, "pull a model (registry, hf.co/..., or a local .gguf file)",
+                json_flag=True)
+    p.add_argument("model")
+    p.add_argument("--bearer-token", help="token for the registry or Hugging Face")
+    p.add_argument("--tag", help="name for a local .gguf file (default ai/<file name>)")
+    p = command("push", c.push, "push a model to its registry", json_flag=True)
+    p.add_argument("model")
+    p.add_argument("--bearer-token", help="token for the registry")
+    p = command("package", c.package, "package a GGUF file as a model (and push it)",
+                json_flag=True)
+    p.add_argument("--gguf", required=True, help="path to the GGUF file")
+    p.add_argument("--context-size", type=int, help="context size the model should run with")
+    p.add_argument("--license", action="append", default=[], help="license file to include")
+    p.add_argument("--chat-template", help="Jinja chat template file to include")
+    p.add_argument("--push", action="store_true", help="push to the registry the name points at")
+    p.add_argument("model", help="name for the model, e.g. registry.example/org/model:tag")
+    p = command("ls", c.ls, "list models", json_flag=True, aliases=("list",))
+    p.add_argument("model", nargs="?", help="only models whose name contains this")
+    p.add_argument("-q", "--quiet", action="store_true", help="only model IDs")
+    p = command("rm", c.rm, "remove models", aliases=("remove",))
+    p.add_argument("models", nargs="+")
+    p.add_argument("-f", "--force", action="store_true", help="remove even with several tags")
+    p = command("purge", c.purge, "remove every model")
+    p.add_argument("-f", "--force", action="store_true", help="do it")
+    p = command("inspect", c.inspect, "show a model's details as JSON")
+    p.add_argument("model")
+    p.add_argument("--openai", action="store_true", help="OpenAI's model object")
+    p = command("tag", c.tag, "give a model another name")
+    p.add_argument("source")
+    p.add_argument("target")
+    p = command("run", c.run, "chat with a model (one prompt, or interactively)")
+    p.add_argument("model")
+    p.add_argument("prompt", nargs="*", help="answer this and exit")
+    p.add_argument("--max-tokens", type=int, help="longest answer, in tokens")
+    command("ps", c.ps, "list loaded models", json_flag=True)
+    p = command("unload", c.unload, "unload models from memory")
+    p.add_argument("models", nargs="*")
+    p.add_argument("--all", action="store_true", help="unload every idle model")
+    p.add_argument("--backend", help="only this engine")
+    command("df", c.df, "disk usage", json_flag=True)
+    p = command("configure", c.configure,
+                "set a model's runner settings (kept across restarts); `configure show [MODEL]`")
+    p.add_argument("targets", nargs="*", metavar="MODEL [-- FLAGS]")
+    p.add_argument("--context-size", type=int, help="tokens per sequence (-1 resets)")
+    p.add_argument("--runtime-flag", action="append", help="llama.cpp flag, repeatable")
+    p.add_argument("--keep-alive", help="idle time before unloading: 5m, 1h, -1 = never")
+    p.add_argument("--reasoning-budget", type=int, help="-1 unlimited, 0 disables thinking")
+    command("status", c.status, "is the server running, and its engines", json_flag=True)
+    command("version", c.version, "client and server versions", json_flag=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .client import ClientError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ClientError) as exc:
         print(f"dmr: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

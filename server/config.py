@@ -66,7 +66,12 @@ class Settings:
     #: Per-request context window in tokens; 0 means the model's training context.
     context_size: int = 4096
     #: Sequences decoded together by one model's scheduler.
-    parallel: int = 4
+    parallel: int = 8
+    #: Requests waiting for a free sequence slot before new ones are answered "overloaded".
+    max_queue: int = 64
+    #: KV cache cells shared by a model's slots; 0 = context_size x parallel. Smaller pools
+    #: save memory on big models: when full, sequences are preempted and resumed later.
+    kv_cache_tokens: int = 0
     #: llama.cpp threads per model; never more than the cores (oversubscription collapses ~50x).
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     #: Idle seconds before a loaded model is unloaded; negative keeps it forever.
@@ -123,6 +128,8 @@ _ENV = {
     "DMR_KEEP_ALIVE": "keep_alive",
     "DMR_DEFAULT_MODEL": "default_model",
     "DMR_HTTP_THREADS": "http_threads",
+    "DMR_MAX_QUEUE": "max_queue",
+    "DMR_KV_CACHE_TOKENS": "kv_cache_tokens",
 }
 
 
@@ -135,7 +142,8 @@ def _coerce(key: str, value: Any) -> Any:
         return Path(os.path.expanduser(str(value)))
     if key == "keep_alive":
         return parse_duration(value)
-    if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads"):
+    if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
+               "max_queue", "kv_cache_tokens"):
         return int(value)
     if key == "import_default_model":
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")

@@ -1,23 +1,37 @@
-"""DMR's model routes: GET /models[/{name}] (native) and GET .../v1/models[/{name}] (OpenAI).
+"""DMR's model routes, native and OpenAI.
+
+Native: GET /models[/{name}], POST /models/create (pull, progress lines), POST /models/load
+(a `dmr package` archive), POST /models/{name}/tag, POST /models/{name}/push, DELETE
+/models/{name}, DELETE /models/purge. OpenAI: GET .../v1/models[/{name}].
 
 DMR answers its native routes' errors in plain text (`model not found`), and its OpenAI model
-routes in OpenAI's error shape.
+routes in OpenAI's error shape. A model is unloaded before its files are deleted.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..core.errors import DMRError, ModelNotFound
+from ..core.errors import Conflict, DMRError, InvalidRequest, ModelNotFound, NotFound
 from ..state import current
+from ..store import reference, tarball
+from ..store.progress import PULL, PUSH, Notice
+from ..store.pull import prepare_pull
+from ..store.push import prepare_push
 from ..store.store import StoredModel
-from . import openai
+from . import dmr_progress, openai
+from .validation import json_body, validate
 
 native = Blueprint("dmr_models", __name__)
 openai_models = Blueprint("openai_models", __name__)
+
+
+#: DMR lets two pulls run at once; more wait their turn.
+_PULL_SLOTS = threading.BoundedSemaphore(2)
 
 
 def plain_error(exc: DMRError) -> Response:
@@ -100,3 +114,108 @@ def register(app) -> None:
     app.register_blueprint(openai_models, url_prefix="/engines/v1", name="models_engines")
     app.register_blueprint(openai_models, url_prefix="/engines/<engine>/v1", name="models_engine")
     app.register_blueprint(openai_models, url_prefix="/v1", name="models_v1")
+
+
+# ------------------------------------------------------------------------ pull, load, push
+
+
+def _dmr_status_text(exc: DMRError) -> DMRError:
+    """DMR's words for the statuses clients test for, with our detail after them."""
+    prefix = {400: "Invalid model reference", 401: "Unauthorized", 404: "Model not found"}
+    head = prefix.get(exc.status)
+    if head and not exc.message.startswith(head):
+        exc.message = head if exc.message == head else f"{head}: {exc.message}"
+    return exc
+
+
+@native.post("/models/create")
+def create_model():
+    body = json_body()
+    validate("dmr_create", body)
+    state = current()
+    try:
+        pull = prepare_pull(state.store, body["from"], body.get("bearer-token") or None)
+    except DMRError as exc:
+        raise _dmr_status_text(exc) from exc
+    return dmr_progress.stream(_one_of_two(pull.events()), PULL)
+
+
+def _one_of_two(events):
+    """Run a pull's events in one of the two pull slots (taken when the stream starts)."""
+    with _PULL_SLOTS:
+        yield from events
+
+
+@native.post("/models/load")
+def load_model():
+    request.max_content_length = 1 << 50  # a model archive is as big as the model
+    model = tarball.load(current().store, request.stream)
+    done = Notice("success", f"Model loaded successfully: {model.id}", PULL)
+    return dmr_progress.stream([done], PULL)
+
+
+@native.post("/models/<path:name>/push")
+def push_model(name: str):
+    raw = request.get_data(cache=True)
+    body = json_body() if raw.strip() else {}
+    validate("dmr_push", body)
+    try:
+        push = prepare_push(current().store, name, body.get("bearer-token") or None)
+    except DMRError as exc:
+        raise _dmr_status_text(exc) from exc
+    return dmr_progress.stream(push.events(), PUSH)
+
+
+@native.post("/models/<path:name>/tag")
+def tag_model(name: str):
+    repo, tag = request.args.get("repo", ""), request.args.get("tag", "")
+    if not repo or not tag:
+        raise InvalidRequest("missing repo or tag query parameter")
+    target = f"{repo}:{tag}"
+    reference.parse(target)  # 400 for a bad target before anything changes
+    current().store.tag(name, target)
+    return jsonify({"message": f'Model tagged successfully with "{target}"',
+                    "target": target}), 201
+
+
+# ------------------------------------------------------------------------ delete
+
+
+def release_model(model: StoredModel) -> None:
+    """Unload a model whose files are about to go; refuse while requests are using it."""
+    runtime = current().runtime
+    if not any(e.stored.id == model.id for e in runtime.loaded()):
+        return
+    runtime.unload(model.id)  # idle runners only
+    if any(e.stored.id == model.id for e in runtime.loaded()):
+        raise Conflict(f"model {model.name} is in use by running requests; retry when they "
+                       "finish")
+
+
+@native.delete("/models/purge")
+def purge_models():
+    state = current()
+    for model in state.store.list():
+        release_model(model)
+    state.store.purge()
+    if state.runtime.configs is not None:
+        state.runtime.configs.clear()
+    return Response(status=200)
+
+
+@native.delete("/models/<path:name>")
+def delete_model(name: str):
+    state = current()
+    model = _find(name)
+    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    if len(model.tags) <= 1 or force:  # the files go, not just a tag
+        release_model(model)
+    result = state.store.remove(name, force=force)
+    if any("Deleted" in action for action in result) and state.runtime.configs is not None:
+        state.runtime.configs.remove(model.id)
+    return jsonify(result)
+
+
+@native.route("/models/<path:name>", methods=["POST", "PUT", "PATCH"])
+def unknown_model_action(name: str):
+    raise NotFound(f"unknown action {name.rsplit('/', 1)[-1]!r}")

@@ -156,10 +156,17 @@ def _logprobs(body: dict[str, Any], s: Sampling) -> None:
         s.logprobs = body.get("top_logprobs") or 0
 
 
+#: Thinking budgets (tokens) for Ollama's think levels; "max" (like true) sets none.
+THINK_BUDGETS = {"low": 512, "medium": 2048, "high": 8192}
+
+
 def _think(req: ChatRequest, value: Any) -> None:
-    """think: true/false, or a level ("low".."max"), which turns thinking on."""
-    if value is not None:
-        req.thinking.enabled = value if isinstance(value, bool) else True
+    """think: true/false, or a level ("low".."max"): on, with the level's token budget."""
+    if value is None:
+        return
+    req.thinking.enabled = value if isinstance(value, bool) else True
+    if isinstance(value, str):
+        req.thinking.budget_tokens = THINK_BUDGETS.get(value)
 
 
 def chat_request(body: dict[str, Any]) -> ChatRequest:
@@ -253,6 +260,13 @@ def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
         arguments = {"value": arguments}
     return {"id": call["id"],
             "function": {"index": index, "name": call["name"], "arguments": arguments}}
+
+
+def layer_status(digest: str, total: int, completed: int) -> dict[str, Any]:
+    """One pull progress line, as Ollama names layers: `pulling <first 12 hex digits>`."""
+    short = digest.split(":", 1)[-1][:12]
+    return {"status": f"pulling {short}", "digest": digest, "total": total,
+            "completed": completed}
 
 
 class Encoder:

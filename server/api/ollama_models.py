@@ -85,17 +85,18 @@ def _parameters(context_size: int) -> str:
     return f"{'num_ctx':<30} {context_size}"
 
 
-def context_size(model: StoredModel, server_default: int) -> int:
-    """The context one request gets when this model loads (as the runtime computes it)."""
+def context_size(model: StoredModel, configured: int | None, server_default: int) -> int:
+    """The context one request gets when this model loads, chosen as the runtime chooses it:
+    configured (/engines/_configure), else packaged, else the server's, else the trained one."""
     meta = metadata(model)
     trained = meta.get(f"{meta.get('general.architecture', '')}.context_length") or 0
-    return int(model.config.get("context_size") or server_default or trained)
+    return int(configured or model.config.get("context_size") or server_default or trained)
 
 
-def show(model: StoredModel, server_context: int, verbose: bool = False) -> dict[str, Any]:
+def show(model: StoredModel, n_ctx: int, verbose: bool = False) -> dict[str, Any]:
+    """/api/show; `n_ctx` is the context the model has (or will have) when loaded."""
     meta, n_params = _header(str(model.gguf_path))
     template = meta.get("tokenizer.chat_template") or ""
-    n_ctx = context_size(model, server_context)
     license_text = meta.get("general.license") or ""
     return {
         "license": license_text if isinstance(license_text, str) else "\n".join(license_text),

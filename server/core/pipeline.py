@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
-from . import template
+from . import reasoning, template
 from .errors import ContextTooLong, InvalidRequest, NotSupported
 from .runtime import Lease, Runtime
 from .stops import StopMatcher
@@ -62,6 +63,8 @@ class Prompt:
     text: str
     forced: ForcedCall | None
     think_started: bool
+    #: Set when thinking comes first (reasoning.py): what starts the answer after it.
+    answer_prefix: str | None = None
 
 
 @dataclass
@@ -87,6 +90,9 @@ def build_prompt(info: ModelInfo, req: ChatRequest) -> Prompt:
         raise NotSupported("this model does not support images (no vision projector)",
                            param="messages")
     messages = list(req.messages)
+    thinking_first = reasoning.two_phase(info.chat_template, req.thinking)
+    if thinking_first:
+        messages = reasoning.with_history(info.chat_template, messages)
     tools = [] if req.tool_choice.mode == "none" else req.tools
     template_tools = None
     if tools:
@@ -105,7 +111,11 @@ def build_prompt(info: ModelInfo, req: ChatRequest) -> Prompt:
                            bos_token=info.bos_token, eos_token=info.eos_token,
                            add_generation_prompt=True, extra=extra)
     forced = forced_call(tools, req.tool_choice)
-    text += prefill + (forced.prefill if forced else "")
+    answer_prefix = prefill + (forced.prefill if forced else "")
+    if thinking_first:
+        return Prompt(text + reasoning.opening(info.chat_template, text), forced, False,
+                      answer_prefix)
+    text += answer_prefix
     return Prompt(text, forced, text.rstrip().endswith("<think>"))
 
 
@@ -139,6 +149,8 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
             forced=prompt.forced,
             logprobs=req.sampling.logprobs is not None,
         )
+        if prompt.answer_prefix is not None:
+            return _start_thinking_first(runtime, lease, req, prompt, tokens, schema, choice)
         return _start(runtime, lease, req.model, tokens, req.sampling, req.n, schema, choice)
     except BaseException:
         runtime.release(lease)
@@ -169,6 +181,64 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
         raise
 
 
+# ------------------------------------------------------------------------------ thinking first
+
+
+def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prompt: Prompt,
+                          tokens: list[int], schema, choice: _Choice) -> Run:
+    """A budgeted thinking phase, then the answer conditioned on it (see reasoning.py)."""
+    model = lease.model
+    n_ctx = model.info.n_ctx
+    if schema is not None:  # compile the grammar now, so that a bad schema is still a 4xx
+        schema = schema or {"type": "object"}
+        model.prepare(GenerationJob(tokens, req.sampling, 1, schema))
+    think = _Choice([reasoning.CLOSE], False, False, [], None, False)
+    answer = dataclasses.replace(choice, split_thinking=False)
+    think_sampling = dataclasses.replace(req.sampling, stop=[], logprobs=None)
+    max_new = req.sampling.max_tokens
+    streams: list = []  # closed when the run ends, whether or not their events were read
+
+    def phase(i: int, is_answer: bool, text: str, limit: int | None,
+              usage: Usage) -> Iterator[Event]:
+        """Start one phase's generation now; its events follow as it is iterated."""
+        ids = tokens if text == prompt.text else tokenize_prompt(model, text)
+        room = n_ctx - len(ids)
+        if not is_answer and room <= 0:
+            raise ContextTooLong(len(ids), n_ctx)
+        limit = room if limit is None else min(limit, room)
+        if limit <= 0:
+            return (event for event in [ChoiceDone(i, "length")])
+        job = GenerationJob(ids, req.sampling if is_answer else think_sampling, limit,
+                            schema if is_answer else None)
+        streams.append(model.generate(model.prepare(job)))
+        return _choice_events(i, streams[-1], answer if is_answer else think, usage)
+
+    def thinking(i: int) -> tuple[Iterator[Event], Usage]:
+        usage = Usage()
+        return phase(i, False, prompt.text, reasoning.thinking_limit(req.thinking, max_new),
+                     usage), usage
+
+    first = thinking(0)  # started before anything is sent: an overload is still a 5xx
+
+    def events() -> Iterator[Event]:
+        usage = Usage(prompt_tokens=len(tokens), load_seconds=lease.load_seconds)
+        visible_start = reasoning.lead_in(model.info.chat_template)
+        try:
+            for i in range(req.n):
+                think_events, think_usage = first if i == 0 else thinking(i)
+                yield from reasoning.think_then_answer(
+                    i, think_events, think_usage, prompt.text, visible_start,
+                    prompt.answer_prefix or "", max_new,
+                    functools.partial(phase, i, True), usage)
+            yield Done(usage)
+        finally:
+            for stream in streams:
+                stream.close()
+            runtime.release(lease)
+
+    return Run(req.model, len(tokens), events())
+
+
 def _echo(text: str, n: int, events: Iterator[Event]) -> Iterator[Event]:
     started: set[int] = set()
     for event in events:
@@ -196,7 +266,14 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
         s = sampling if i == 0 or sampling.seed is None else dataclasses.replace(
             sampling, seed=sampling.seed + i)
         prepared.append(model.prepare(GenerationJob(tokens, s, max_new, schema)))
-    streams = [model.generate(p) for p in prepared] if max_new > 0 else []
+    streams = []
+    try:
+        for job in prepared if max_new > 0 else []:
+            streams.append(model.generate(job))
+    except BaseException:
+        for stream in streams:
+            stream.close()
+        raise
     events = _events(runtime, lease, model, streams, n, len(tokens), choice)
     return Run(name, len(tokens), events)
 

@@ -60,10 +60,12 @@ class Lease:
 
 class Runtime:
     def __init__(self, store: ModelStore, engines: dict[str, Any], *, keep_alive: float,
-                 janitor_interval: float = 1.0):
+                 janitor_interval: float = 1.0, configs: Any = None):
         self.store = store
         self.engines = engines
         self.keep_alive = keep_alive
+        #: Per-model settings from /engines/_configure (store.runner_config.RunnerConfigs).
+        self.configs = configs
         self._loaded: dict[tuple[str, str], LoadedEntry] = {}
         self._lock = threading.Lock()
         self._load_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -106,17 +108,24 @@ class Runtime:
                         entry.keep_alive = keep_alive
                     return Lease(entry, 0.0)
             started = time.monotonic()
+            configured = self.configs.get(stored.id) if self.configs else None
             try:
-                context_size = stored.config.get("context_size")
-                model = self.engines[engine_name].load(str(stored.gguf_path), context_size)
+                # Context size: configured, else packaged, else the engine's default.
+                options = {"context_size": stored.config.get("context_size")}
+                if configured is not None:
+                    options.update(configured.load_options())
+                model = self.engines[engine_name].load(str(stored.gguf_path), **options)
             except EngineFailure:
                 raise
             except Exception as exc:
                 raise EngineFailure(f"could not load {stored.name}: {exc}") from exc
             seconds = time.monotonic() - started
             log.info("loaded %s on %s in %.2fs", stored.name, engine_name, seconds)
-            entry = LoadedEntry(stored, engine_name, model,
-                                self.keep_alive if keep_alive is None else keep_alive,
+            if keep_alive is None:
+                keep_alive = self.keep_alive
+                if configured is not None and configured.keep_alive is not None:
+                    keep_alive = configured.keep_alive
+            entry = LoadedEntry(stored, engine_name, model, keep_alive,
                                 time.time(), seconds, in_use=1)
             with self._lock:
                 self._loaded[key] = entry

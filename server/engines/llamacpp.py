@@ -11,6 +11,7 @@ scheduler through queues; nothing else touches the context.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import logging
 import queue
@@ -26,7 +27,7 @@ import llama_cpp as L
 import numpy as np
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from ..core.errors import ContextTooLong, EngineFailure, InvalidRequest
+from ..core.errors import ContextTooLong, EngineFailure, InvalidRequest, Overloaded
 from .base import GenerationEnd, GenerationJob, ModelInfo, Token
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ class EngineSettings:
     parallel: int
     threads: int
     n_batch: int = 512
+    #: Sequences waiting for a slot before new ones are refused as overloaded.
+    max_queue: int = 64
+    #: KV cells shared by all slots; 0 = context_size x parallel (every slot full at once).
+    kv_tokens: int = 0
 
 
 @dataclass
@@ -80,8 +85,9 @@ class _Sequence:
         self.prefill_pos = 0  # next prompt index to decode
         self.n_past = 0  # tokens in the KV cache for this sequence
         self.pending: int | None = None  # sampled token not yet decoded
+        self.generated: list[int] = []
         self.n_generated = 0
-        self.cached_tokens = 0
+        self.cached_tokens: int | None = None
         self.t_admitted = 0.0
         self.t_first = 0.0
 
@@ -153,7 +159,9 @@ class LlamaCppModel:
         n_ctx_train = L.llama_model_n_ctx_train(self._model)
         n_ctx = settings.context_size or n_ctx_train
         self.info = self._read_info(n_ctx, n_ctx_train)
-        self._ctx = self._new_context(n_ctx * settings.parallel, settings.parallel, embeddings=False)
+        self._kv_tokens = (max(settings.kv_tokens, n_ctx) if settings.kv_tokens
+                           else n_ctx * settings.parallel)
+        self._ctx = self._new_context(self._kv_tokens, settings.parallel, embeddings=False)
         self._embed_ctx = None
         self._batch = L.llama_batch_init(settings.n_batch, 0, 1)
         self._slots = [_Slot(i) for i in range(settings.parallel)]
@@ -286,6 +294,10 @@ class LlamaCppModel:
         return chain
 
     def generate(self, prepared: _Prepared) -> _Stream:
+        with self._cv:
+            if len(self._pending) >= self._settings.max_queue:
+                raise Overloaded(f"{len(self._pending)} requests are already waiting for this "
+                                 "model; retry later")
         seq = _Sequence(prepared, self._make_sampler(prepared))
         with self._cv:
             if not self._running:
@@ -368,7 +380,7 @@ class LlamaCppModel:
     def _end(self, seq: _Sequence, reason: str) -> None:
         now = time.monotonic()
         first = seq.t_first or now
-        self._finish(seq, GenerationEnd(reason, seq.n_generated, seq.cached_tokens,
+        self._finish(seq, GenerationEnd(reason, seq.n_generated, seq.cached_tokens or 0,
                                         first - seq.t_admitted, now - first))
 
     def _reap_cancelled(self) -> None:
@@ -380,7 +392,13 @@ class LlamaCppModel:
                 self._end(slot.sequence, "cancelled")
 
     def _admit(self) -> None:
-        """Move waiting sequences into free slots, preferring the longest cached prefix."""
+        """Move waiting sequences into free slots, reusing cached prompt prefixes.
+
+        The target is a free slot whose cached tokens are all a prefix of the prompt (nothing
+        is lost by reusing it), else the least recently used free slot. If another slot (busy
+        or not) shares a longer prefix, its KV cells are copied over: with a unified KV cache
+        that only tags the cells, so a shared system prompt is prefilled once for everybody.
+        """
         mem = L.llama_get_memory(self._ctx)
         while self._pending:
             free = [s for s in self._slots if s.sequence is None]
@@ -388,13 +406,44 @@ class LlamaCppModel:
                 return
             seq = self._pending.pop(0)
             prompt = seq.job.prompt
-            slot = max(free, key=lambda s: (_lcp(s.cache, prompt), -s.last_used))
-            keep = min(_lcp(slot.cache, prompt), len(prompt) - 1)
+            lcps = {s.seq_id: _lcp(s.cache, prompt) for s in self._slots}
+            slot = max(free, key=lambda s: (lcps[s.seq_id] == len(s.cache), lcps[s.seq_id],
+                                            -s.last_used))
+            source = max(self._slots, key=lambda s: lcps[s.seq_id])
+            if source is not slot and lcps[source.seq_id] > lcps[slot.seq_id]:
+                n = lcps[source.seq_id]
+                L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
+                L.llama_memory_seq_cp(mem, source.seq_id, slot.seq_id, 0, n)
+                slot.cache = prompt[:n]
+                lcps[slot.seq_id] = n
+            keep = min(lcps[slot.seq_id], len(prompt) - 1)
+            if not self._make_room(len(prompt) - keep + 1, spare=(slot, source)):
+                self._pending.insert(0, seq)  # wait until a running sequence ends
+                return
             L.llama_memory_seq_rm(mem, slot.seq_id, keep, -1)
             del slot.cache[keep:]
             slot.sequence, seq.slot = seq, slot
-            seq.prefill_pos = seq.n_past = seq.cached_tokens = keep
-            seq.t_admitted = time.monotonic()
+            seq.prefill_pos = seq.n_past = keep
+            if seq.cached_tokens is None:  # a preempted sequence keeps its first figure
+                seq.cached_tokens = keep
+                seq.t_admitted = time.monotonic()
+
+    def _make_room(self, needed: int, spare: tuple[_Slot, ...]) -> bool:
+        """Free KV cells for `needed` more tokens by forgetting idle slots' cached prefixes
+        (least recently used first, never those in `spare`). False when only running
+        sequences hold the cells; a sequence with the cache to itself is always admitted."""
+        mem = L.llama_get_memory(self._ctx)
+        # Counting every slot's tokens overcounts cells shared by copied prefixes: this errs
+        # on the side of admitting less.
+        used = sum(len(s.cache) for s in self._slots)
+        idle = sorted((s for s in self._slots if s.sequence is None and s.cache
+                       and s not in spare), key=lambda s: s.last_used)
+        while used + needed > self._kv_tokens and idle:
+            slot = idle.pop(0)
+            used -= len(slot.cache)
+            L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
+            slot.cache.clear()
+        return used + needed <= self._kv_tokens or not self._busy_slots()
 
     def _step(self) -> None:
         batch = self._batch
@@ -456,6 +505,7 @@ class LlamaCppModel:
             return
         logprob = self._logprobs(row, token, seq.job.sampling.logprobs)
         seq.n_generated += 1
+        seq.generated.append(token)
         seq.out.put(Token(token, self._piece(token), logprob))
         if seq.n_generated >= seq.job.max_new_tokens or seq.n_past + 1 >= self.info.n_ctx:
             self._end(seq, "length")
@@ -477,17 +527,37 @@ class LlamaCppModel:
         return float(logits[token] - logz), top
 
     def _recover_from_full_cache(self, ret: int, added: list[tuple[_Sequence, list[int]]]) -> None:
-        """The KV cache is full (or decode failed): end the newest sequence and retry."""
-        log.warning("llama_decode returned %d with %d sequences active", ret, len(added))
+        """The KV cache has no room for this step's batch (llama_decode left it unchanged).
+
+        First forget the least recently used idle slot's cached prefix; failing that, preempt
+        the newest running sequence: free its cells and queue it again at the front with the
+        tokens it has generated, to be re-prefilled when there is room (nothing is lost).
+        """
+        if ret != 1:
+            raise EngineFailure(f"llama_decode failed with code {ret}")
         mem = L.llama_get_memory(self._ctx)
-        victim = max((seq for seq, _ in added), key=lambda s: s.t_admitted)
+        idle = [s for s in self._slots if s.sequence is None and s.cache]
+        if idle:
+            slot = min(idle, key=lambda s: s.last_used)
+            L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
+            slot.cache.clear()
+            return
+        running = [s.sequence for s in self._busy_slots()]
+        victim = max(running, key=lambda s: s.t_admitted)
         slot = victim.slot
         L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
         slot.cache.clear()
-        if victim.n_generated:
+        slot.sequence, victim.slot = None, None
+        if len(running) == 1:  # alone and still no room: the pool is smaller than its context
             self._end(victim, "length")
-        else:
-            self._finish(victim, ContextTooLong(len(victim.job.prompt), self.info.n_ctx))
+            return
+        log.info("KV cache full: preempting a sequence (%d tokens) until there is room",
+                 len(victim.job.prompt) + len(victim.generated))
+        victim.job = dataclasses.replace(victim.job, prompt=victim.job.prompt + victim.generated)
+        victim.generated = []
+        victim.pending = None
+        with self._cv:
+            self._pending.insert(0, victim)
 
     def _run_embedding(self, inputs: list[list[int]], future: Future) -> None:
         try:
@@ -556,9 +626,10 @@ class LlamaCppEngine:
     def __init__(self, settings: EngineSettings):
         self.settings = settings
 
-    def load(self, path: str, context_size: int | None = None) -> LlamaCppModel:
-        settings = self.settings
+    def load(self, path: str, context_size: int | None = None,
+             **overrides: int) -> LlamaCppModel:
+        """`overrides` (parallel, threads, n_batch) come from a model's configured flags."""
+        settings = dataclasses.replace(self.settings, **overrides)
         if context_size:
-            settings = EngineSettings(context_size, settings.parallel, settings.threads,
-                                      settings.n_batch)
+            settings = dataclasses.replace(settings, context_size=context_size)
         return LlamaCppModel(path, settings)

@@ -148,6 +148,15 @@ def parse_manifest(raw: bytes, media_type: str | None = None) -> Manifest:
     return manifest
 
 
+def is_index(raw: bytes) -> bool:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and (data.get("mediaType") in INDEX_TYPES
+                                       or "manifests" in data)
+
+
 def pick_from_index(raw: bytes) -> str:
     """The digest of the manifest to use from an image index (models have one platform)."""
     try:

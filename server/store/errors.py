@@ -17,6 +17,10 @@ class RegistryError(DMRError):
     kind = "server_error"
 
 
+class RegistryUnreachable(RegistryError):
+    """No connection to the registry at all (offline, DNS, refused)."""
+
+
 class RemoteNotFound(NotFound):
     """The registry has no such repository, tag or blob."""
 

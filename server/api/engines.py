@@ -1,0 +1,208 @@
+"""DMR's engine admin routes: /engines/status, ps, df, unload and _configure.
+
+Errors are plain text, as DMR's. `_configure` settings are stored per model ID in the models
+directory (runner-config.json) and used the next time the model loads; a configure call for
+an idle loaded model unloads it and preloads it with the new settings in the background, and
+one for a model that is serving requests is refused with 409, as DMR does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..config import parse_duration
+from ..core.errors import Conflict, DMRError, InvalidRequest, NotSupported
+from ..core.runtime import KNOWN_ENGINES, LoadedEntry
+from ..state import current
+from ..store.runner_config import RunnerConfig, go_duration, parse_flags, split_raw_flags
+from .models import plain_error
+from .validation import json_body, validate
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("dmr_engines", __name__)
+
+
+@bp.errorhandler(DMRError)
+def _error(exc: DMRError):
+    return plain_error(exc)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    return Response((exc.description or exc.name) + "\n", status=exc.code or 500,
+                    mimetype="text/plain")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@bp.get("/engines/status")
+def status():
+    runtime = current().runtime
+    out = {}
+    for name in KNOWN_ENGINES:
+        if name in runtime.engines:
+            detail = f"llama-cpp-python {_version('llama_cpp_python')}" \
+                if name == "llama.cpp" else "installed"
+            out[name] = f"Running: {detail}"
+        else:
+            out[name] = "Not Installed: not configured on this server"
+    return jsonify(out)
+
+
+def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
+    idle_for = max(0.0, time.monotonic() - entry.last_used)
+    return {
+        "backend_name": entry.engine,
+        "model_name": entry.stored.name,
+        "mode": "completion",
+        "last_used": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - idle_for)),
+        "in_use": bool(entry.in_use or entry.model.busy()),
+        "keep_alive": go_duration(entry.keep_alive),
+        # Ours, not DMR's: what the model was really loaded with.
+        "context_size": getattr(getattr(entry.model, "info", None), "n_ctx", None),
+    }
+
+
+@bp.get("/engines/ps")
+def ps():
+    return jsonify([_ps_entry(e) for e in current().runtime.loaded()])
+
+
+@bp.get("/engines/df")
+def df():
+    import llama_cpp
+
+    backend = sum(p.stat().st_size for p in Path(llama_cpp.__file__).parent.rglob("*")
+                  if p.is_file())
+    return jsonify({"models_disk_usage": current().store.disk_usage(),
+                    "default_backend_disk_usage": backend})
+
+
+@bp.post("/engines/unload")
+def unload():
+    body = json_body()
+    validate("dmr_unload", body)
+    state = current()
+    backend = body.get("backend") or None
+    if backend:
+        state.runtime.resolve_engine(backend)
+    if body.get("all"):
+        count = state.runtime.unload()
+    else:
+        count = 0
+        for name in body.get("models") or []:
+            model = state.store.find(name)
+            if model is not None:
+                count += state.runtime.unload(model.id)
+    return jsonify({"unloaded_runners": count})
+
+
+# ------------------------------------------------------------------------ configure
+
+
+def _keep_alive(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"keep_alive: {exc}", param="keep_alive") from exc
+
+
+def _merge(previous: RunnerConfig | None, body: dict[str, Any]) -> RunnerConfig:
+    """The new configuration: fields the request leaves out keep their configured values."""
+    cfg = RunnerConfig(**vars(previous)) if previous else RunnerConfig()
+    if body.get("speculative"):
+        raise NotSupported("speculative decoding is not supported by this server")
+    if body.get("mode"):
+        cfg.mode = body["mode"]
+    if body.get("context-size") is not None:
+        size = body["context-size"]
+        if size == 0 or size < -1:
+            raise InvalidRequest("context-size must be a positive number of tokens, or -1 to "
+                                 "reset it", param="context-size")
+        cfg.context_size = None if size == -1 else size
+    flags = body.get("runtime-flags")
+    if body.get("raw-runtime-flags"):
+        flags = (flags or []) + split_raw_flags(body["raw-runtime-flags"])
+    if flags is not None:
+        cfg.runtime_flags = list(flags)
+    if body.get("keep_alive") is not None:
+        cfg.keep_alive = _keep_alive(body["keep_alive"])
+    budget = (body.get("llamacpp") or {}).get("reasoning-budget")
+    if budget is not None:
+        cfg.reasoning_budget = budget
+    return cfg
+
+
+def _check_flags(cfg: RunnerConfig) -> None:
+    options = parse_flags(cfg.runtime_flags)
+    cores = current().settings.threads
+    if options.get("threads", 0) > cores:
+        raise InvalidRequest(f"runtime flag --threads: at most {cores} on this server (more "
+                             "threads than cores slows llama.cpp down)", param="runtime-flags")
+
+
+def _preload(model_id: str) -> None:
+    """Load the model with its new settings now, as DMR does after a configure."""
+    runtime = current().runtime
+
+    def work() -> None:
+        try:
+            runtime.release(runtime.acquire(model_id))
+        except Exception as exc:  # the next request will report it properly
+            log.warning("preload of %s after configure failed: %s", model_id, exc)
+
+    threading.Thread(target=work, name="configure-preload", daemon=True).start()
+
+
+@bp.post("/engines/_configure")
+@bp.post("/engines/<engine>/_configure")
+def configure(engine: str | None = None):
+    body = json_body()
+    validate("dmr_configure", body)
+    state = current()
+    state.runtime.resolve_engine(engine)
+    model = state.store.get(body["model"])
+    configs = state.runtime.configs
+    cfg = _merge(configs.get(model.id), body)
+    _check_flags(cfg)
+    loaded = [e for e in state.runtime.loaded() if e.stored.id == model.id]
+    if any(e.in_use or e.model.busy() for e in loaded):
+        raise Conflict("runner already active")
+    configs.put(model.id, cfg)
+    if loaded:
+        state.runtime.unload(model.id)
+        if any(e.stored.id == model.id for e in state.runtime.loaded()):
+            raise Conflict("runner already active")
+    _preload(model.id)
+    return Response(status=202)
+
+
+@bp.get("/engines/_configure")
+@bp.get("/engines/<engine>/_configure")
+def show_configuration(engine: str | None = None):
+    state = current()
+    engine_name = state.runtime.resolve_engine(engine)
+    wanted = request.args.get("model")
+    model_id = state.store.get(wanted).id if wanted else None
+    out = []
+    for mid, cfg in state.runtime.configs.items():
+        if model_id and mid != model_id:
+            continue
+        stored = state.store.find(mid)
+        out.append({"Backend": engine_name, "Model": stored.name if stored else mid,
+                    "ModelID": mid, "Mode": cfg.mode, "Config": cfg.to_dmr()})
+    return jsonify(out)
