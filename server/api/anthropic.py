@@ -584,7 +584,7 @@ def messages(engine: str | None = None):
     blocks = Blocks(options, signer_)
     if body.get("stream"):
         return streaming_response(message_stream(run, body["model"], blocks, _request_id()),
-                                  "text/event-stream")
+                                  "text/event-stream", on_close=run.close)
     return jsonify(message_json(run, body["model"], blocks))
 
 

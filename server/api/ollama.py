@@ -129,7 +129,8 @@ def _load_or_unload(encoder: Encoder, name: str, ttl: float | None) -> Response:
 
 def _answer(encoder: Encoder, run: pipeline.Run, stream: bool) -> Response:
     if stream:
-        return streaming_response(ndjson(encoder.chunks(run.events), run.events.close), NDJSON)
+        return streaming_response(ndjson(encoder.chunks(run.events), run.events.close), NDJSON,
+                                  on_close=run.close)
     try:
         return jsonify(encoder.collect(run.events))
     finally:

@@ -419,7 +419,7 @@ def chat_completions(engine: str | None = None):
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return streaming_response(chat_stream(run, body["model"], include_usage),
-                                  "text/event-stream")
+                                  "text/event-stream", on_close=run.close)
     return jsonify(chat_response(run, body["model"]))
 
 
@@ -440,7 +440,8 @@ def completions(engine: str | None = None):
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return streaming_response(completion_stream(runs, body["model"], n, include_usage),
-                                  "text/event-stream")
+                                  "text/event-stream",
+                                  on_close=lambda: [run.close() for run in runs])
     return jsonify(completion_json(runs, body["model"], n))
 
 
@@ -462,6 +463,14 @@ def embeddings(engine: str | None = None):
     return jsonify({"object": "list", "data": data, "model": body["model"],
                     "usage": {"prompt_tokens": result.prompt_tokens,
                               "total_tokens": result.prompt_tokens}})
+
+
+@bp.post("/images/generations")
+def image_generations(engine: str | None = None):
+    """Image generation belongs to the diffusers engine, which this server does not run."""
+    current().runtime.resolve_engine(engine or "diffusers")
+    raise InvalidRequest(f"the {engine} engine does not generate images; use the diffusers "
+                         "engine (/engines/diffusers/v1/images/generations)")
 
 
 def register(app) -> None:

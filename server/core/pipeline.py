@@ -13,8 +13,9 @@ import codecs
 import dataclasses
 import functools
 import math
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
@@ -28,6 +29,7 @@ from .tools import (
     ToolCallParser,
     forced_call,
     inject_into_system,
+    inline_tool_markup,
     new_call_id,
     parse_forced,
     system_prompt_section,
@@ -49,13 +51,60 @@ from .types import (
 )
 
 
+class EventStream:
+    """The events of one run. close() cancels its sequences and releases the model, whether
+    or not iteration ever started (a client may disconnect before the first event); it runs
+    once, by the end of iteration, an error, or an explicit close."""
+
+    def __init__(self, events: Iterator[Event], cleanup: Callable[[], None]):
+        self._events = events
+        self._cleanup = cleanup
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> Event:
+        try:
+            return next(self._events)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._events.close()
+        except ValueError:
+            pass  # being iterated on another thread (a heartbeat pump): the cleanup stops it
+        finally:
+            self._cleanup()
+
+
+def _releaser(runtime: Runtime, lease: Lease, streams: list) -> Callable[[], None]:
+    def cleanup() -> None:
+        for stream in streams:
+            stream.close()
+        runtime.release(lease)
+
+    return cleanup
+
+
 @dataclass
 class Run:
-    """A validated request whose generation has started; iterate `events` exactly once."""
+    """A validated request whose generation has started; iterate `events` exactly once and
+    close() it when done (closing is what frees the model's slots)."""
 
     model: str
     prompt_tokens: int
-    events: Iterator[Event]
+    events: EventStream
+
+    def close(self) -> None:
+        self.events.close()
 
 
 @dataclass
@@ -104,6 +153,8 @@ def build_prompt(info: ModelInfo, req: ChatRequest) -> Prompt:
     if messages[-1].role == "assistant" and not messages[-1].tool_calls:
         prefill = messages[-1].content
         messages = messages[:-1]
+    if not template.supports_tools(info.chat_template):
+        messages = [inline_tool_markup(m) for m in messages]
     extra = {}
     if req.thinking.enabled is not None:
         extra["enable_thinking"] = req.thinking.enabled
@@ -174,7 +225,7 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
         run = _start(runtime, lease, req.model, tokens, req.sampling, req.n,
                      req.response_schema, choice)
         if req.echo:
-            run.events = _echo(prompt_text, req.n, run.events)
+            run.events = EventStream(_echo(prompt_text, req.n, run.events), run.events.close)
         return run
     except BaseException:
         runtime.release(lease)
@@ -223,20 +274,15 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
     def events() -> Iterator[Event]:
         usage = Usage(prompt_tokens=len(tokens), load_seconds=lease.load_seconds)
         visible_start = reasoning.lead_in(model.info.chat_template)
-        try:
-            for i in range(req.n):
-                think_events, think_usage = first if i == 0 else thinking(i)
-                yield from reasoning.think_then_answer(
-                    i, think_events, think_usage, prompt.text, visible_start,
-                    prompt.answer_prefix or "", max_new,
-                    functools.partial(phase, i, True), usage)
-            yield Done(usage)
-        finally:
-            for stream in streams:
-                stream.close()
-            runtime.release(lease)
+        for i in range(req.n):
+            think_events, think_usage = first if i == 0 else thinking(i)
+            yield from reasoning.think_then_answer(
+                i, think_events, think_usage, prompt.text, visible_start,
+                prompt.answer_prefix or "", max_new,
+                functools.partial(phase, i, True), usage)
+        yield Done(usage)
 
-    return Run(req.model, len(tokens), events())
+    return Run(req.model, len(tokens), EventStream(events(), _releaser(runtime, lease, streams)))
 
 
 def _echo(text: str, n: int, events: Iterator[Event]) -> Iterator[Event]:
@@ -274,24 +320,18 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
         for stream in streams:
             stream.close()
         raise
-    events = _events(runtime, lease, model, streams, n, len(tokens), choice)
-    return Run(name, len(tokens), events)
+    events = _events(lease, streams, n, len(tokens), choice)
+    return Run(name, len(tokens), EventStream(events, _releaser(runtime, lease, streams)))
 
 
-def _events(runtime: Runtime, lease: Lease, model, streams, n: int, n_prompt: int,
-            choice: _Choice) -> Iterator[Event]:
+def _events(lease: Lease, streams, n: int, n_prompt: int, choice: _Choice) -> Iterator[Event]:
     usage = Usage(prompt_tokens=n_prompt, load_seconds=lease.load_seconds)
-    try:
-        if not streams:
-            for i in range(n):
-                yield ChoiceDone(i, "length")
-        for i, stream in enumerate(streams):
-            yield from _choice_events(i, stream, choice, usage)
-        yield Done(usage)
-    finally:
-        for stream in streams:
-            stream.close()
-        runtime.release(lease)
+    if not streams:
+        for i in range(n):
+            yield ChoiceDone(i, "length")
+    for i, stream in enumerate(streams):
+        yield from _choice_events(i, stream, choice, usage)
+    yield Done(usage)
 
 
 def _logprob(token: Token) -> TokenLogprob:

@@ -14,6 +14,7 @@ the arguments always parse and validate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from dataclasses import dataclass
@@ -49,6 +50,28 @@ def inject_into_system(messages: list[Message], section: str) -> list[Message]:
         merged = Message("system", f"{first.content}\n\n{section}" if first.content else section)
         return [merged, *messages[1:]]
     return [Message("system", section), *messages]
+
+
+def inline_tool_markup(message: Message) -> Message:
+    """For templates without tool support: write an assistant's earlier calls, and a tool's
+    result, into the text in the calling convention, so the model sees its own history."""
+    if message.role == "assistant" and message.tool_calls:
+        calls = "\n".join(
+            f"{OPEN}\n{json.dumps({'name': c.name, 'arguments': _loads(c.arguments)})}\n{CLOSE}"
+            for c in message.tool_calls)
+        content = f"{message.content}\n{calls}" if message.content else calls
+        return dataclasses.replace(message, content=content, tool_calls=[])
+    if message.role == "tool":
+        return dataclasses.replace(message,
+                                   content=f"<tool_response>\n{message.content}\n</tool_response>")
+    return message
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @dataclass

@@ -410,16 +410,15 @@ class LlamaCppModel:
             slot = max(free, key=lambda s: (lcps[s.seq_id] == len(s.cache), lcps[s.seq_id],
                                             -s.last_used))
             source = max(self._slots, key=lambda s: lcps[s.seq_id])
-            if source is not slot and lcps[source.seq_id] > lcps[slot.seq_id]:
-                n = lcps[source.seq_id]
-                L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
-                L.llama_memory_seq_cp(mem, source.seq_id, slot.seq_id, 0, n)
-                slot.cache = prompt[:n]
-                lcps[slot.seq_id] = n
-            keep = min(lcps[slot.seq_id], len(prompt) - 1)
+            reuse = max(lcps[slot.seq_id], lcps[source.seq_id])
+            keep = min(reuse, len(prompt) - 1)
             if not self._make_room(len(prompt) - keep + 1, spare=(slot, source)):
                 self._pending.insert(0, seq)  # wait until a running sequence ends
                 return
+            if source is not slot and lcps[source.seq_id] > lcps[slot.seq_id]:
+                L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
+                L.llama_memory_seq_cp(mem, source.seq_id, slot.seq_id, 0, reuse)
+                slot.cache = prompt[:reuse]
             L.llama_memory_seq_rm(mem, slot.seq_id, keep, -1)
             del slot.cache[keep:]
             slot.sequence, seq.slot = seq, slot
@@ -427,6 +426,11 @@ class LlamaCppModel:
             if seq.cached_tokens is None:  # a preempted sequence keeps its first figure
                 seq.cached_tokens = keep
                 seq.t_admitted = time.monotonic()
+
+    def _own_cells(self, slot: _Slot) -> int:
+        """Cached tokens of `slot` that no other slot's cached prefix shares."""
+        shared = max((_lcp(slot.cache, o.cache) for o in self._slots if o is not slot), default=0)
+        return len(slot.cache) - shared
 
     def _make_room(self, needed: int, spare: tuple[_Slot, ...]) -> bool:
         """Free KV cells for `needed` more tokens by forgetting idle slots' cached prefixes
@@ -536,7 +540,9 @@ class LlamaCppModel:
         if ret != 1:
             raise EngineFailure(f"llama_decode failed with code {ret}")
         mem = L.llama_get_memory(self._ctx)
-        idle = [s for s in self._slots if s.sequence is None and s.cache]
+        # Only an idle cache with cells of its own frees anything: a prefix copied from (or to)
+        # another slot shares that slot's cells.
+        idle = [s for s in self._slots if s.sequence is None and self._own_cells(s)]
         if idle:
             slot = min(idle, key=lambda s: s.last_used)
             L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)

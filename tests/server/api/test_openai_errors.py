@@ -84,3 +84,11 @@ def test_token_ids_out_of_vocabulary(server_url):
 
 def test_wrong_method_is_not_a_500(server_url):
     assert requests.get(server_url + CHAT).status_code == 405
+
+
+def test_image_generation_needs_the_diffusers_engine(server_url):
+    body = {"model": "ai/some-diffusion-model", "prompt": "a cat"}
+    for path in ("/engines/diffusers/v1/images/generations", "/v1/images/generations"):
+        assert_openai_error(post(server_url, path, json=body), 412, 'backend "diffusers"')
+    r = post(server_url, "/engines/llama.cpp/v1/images/generations", json=body)
+    assert_openai_error(r, 400, "does not generate images")

@@ -79,8 +79,11 @@ def test_tool_result_round_trip(openai_client):
         {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21})},
     ]
     reply = openai_client.chat.completions.create(model="ai/smollm2", messages=messages,
-                                                  max_tokens=20, tools=TOOLS, tool_choice="none")
-    assert reply.choices[0].message.content
+                                                  max_tokens=20, temperature=0, tools=TOOLS,
+                                                  tool_choice="none")
+    choice = reply.choices[0]
+    assert not choice.message.tool_calls and choice.finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens > 100  # the call and its result were part of the prompt
 
 
 def test_json_object_output_parses(openai_client):

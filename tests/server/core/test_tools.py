@@ -64,3 +64,18 @@ def test_cut_off_forced_output_is_no_call():
 def test_forcing_an_unknown_tool_is_a_bad_request():
     with pytest.raises(InvalidRequest, match="not in tools"):
         forced_call([WEATHER], ToolChoice("function", "nope"))
+
+
+def test_history_calls_and_results_are_written_in_the_convention():
+    from server.core.tools import inline_tool_markup
+    from server.core.types import Message
+
+    call = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    assistant = inline_tool_markup(Message("assistant", "Let me check.", tool_calls=[call]))
+    assert assistant.tool_calls == []
+    assert assistant.content == ('Let me check.\n<tool_call>\n{"name": "get_weather", '
+                                 '"arguments": {"city": "Paris"}}\n</tool_call>')
+    result = inline_tool_markup(Message("tool", '{"temp": 21}', tool_call_id="call_1"))
+    assert result.content == '<tool_response>\n{"temp": 21}\n</tool_response>'
+    plain = Message("user", "hi")
+    assert inline_tool_markup(plain) is plain

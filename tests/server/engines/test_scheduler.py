@@ -1,5 +1,6 @@
 """The llama.cpp scheduler under pressure, through HTTP on servers of its own."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -81,3 +82,27 @@ def test_shared_system_prompt_is_prefilled_once(dmr_server):
     prompt = b["usage"]["prompt_tokens"]
     assert a["usage"]["prompt_tokens"] > 400
     assert b["usage"]["prompt_tokens_details"]["cached_tokens"] > prompt - 20
+
+
+def _wait_idle(url: str, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(r["in_use"] for r in requests.get(url + "/engines/ps").json()):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("read_chunks", [0, 3])
+def test_client_that_disconnects_frees_its_slot(dmr_server, read_chunks):
+    # Before reading anything, or mid-stream: the server cancels the sequence at its next
+    # write, instead of generating 2,000 tokens for nobody.
+    with requests.post(dmr_server.url + "/v1/chat/completions", stream=True, json={
+            "model": "ai/smollm2", "messages": [{"role": "user", "content": "Go on forever."}],
+            "max_tokens": 2000, "stream": True, "logit_bias": NO_EOS}) as r:
+        lines = r.iter_lines()
+        for _ in range(read_chunks):
+            next(lines)
+    started = time.monotonic()
+    assert _wait_idle(dmr_server.url), dmr_server.log()[-2000:]
+    assert time.monotonic() - started < 10
