@@ -19,11 +19,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..core import pipeline
-from ..core.errors import ContextTooLong, DMRError, InvalidRequest, Overloaded
+from ..core.errors import ContextTooLong, DMRError, InvalidRequest
 from ..core.signing import ThinkingSigner
 from ..core.types import (
     ChatRequest,
@@ -43,6 +43,7 @@ from ..core.types import (
     Usage,
 )
 from ..state import current
+from .common import check_engine_segment, json_error
 from .keepalive import HEARTBEAT, with_heartbeats
 from .sse import sse_event, streaming_response
 from .validation import check_json_schema, json_body, validate
@@ -88,19 +89,10 @@ def error_body(exc: DMRError, request_id: str) -> dict[str, Any]:
 
 def error_response(exc: DMRError) -> Response:
     status, _ = _ERRORS.get(exc.kind, _ERRORS["server_error"])
-    response = jsonify(error_body(exc, _request_id()))
-    response.status_code = status
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+    return json_error(error_body(exc, _request_id()), status, exc)
 
 
-@bp.before_request
-def _check_engine():
-    """An unknown engine in the URL is answered before the body is read (as DMR does)."""
-    engine = (request.view_args or {}).get("engine")
-    if engine is not None:
-        current().runtime.resolve_engine(engine)
+bp.before_request(check_engine_segment)
 
 
 @bp.after_request

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import __version__
 from ..core import pipeline
-from ..core.errors import ContextTooLong, DMRError, EngineFailure, ModelNotFound, Overloaded
+from ..core.errors import ContextTooLong, DMRError, EngineFailure, ModelNotFound
 from ..core.types import ChatRequest, EmbeddingRequest
 from ..state import current
 from ..store.progress import Event as PullEvent
@@ -27,6 +27,7 @@ from ..store.pull import prepare_pull
 from ..store.store import StoredModel
 from . import models as dmr_models
 from . import ollama_models as models
+from .common import json_error
 from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
 from .sse import dumps, streaming_response
 from .validation import json_body, validate
@@ -57,11 +58,7 @@ def error_message(exc: DMRError) -> str:
 
 
 def error_response(exc: DMRError) -> Response:
-    response = jsonify({"error": error_message(exc)})
-    response.status_code = exc.status
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+    return json_error({"error": error_message(exc)}, exc.status, exc)
 
 
 @bp.errorhandler(DMRError)

@@ -10,17 +10,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import secrets
 import struct
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..core import pipeline
-from ..core.errors import DMRError, InvalidRequest, Overloaded
+from ..core.errors import DMRError, InvalidRequest
 from ..core.types import (
     ChatRequest,
     ChoiceDone,
@@ -40,8 +41,11 @@ from ..core.types import (
     Usage,
 )
 from ..state import current
+from .common import check_engine_segment, json_error
 from .sse import sse_data, streaming_response
 from .validation import check_json_schema, json_body, validate
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("openai", __name__)
 
@@ -73,19 +77,10 @@ def error_body(exc: DMRError) -> dict[str, Any]:
 
 
 def error_response(exc: DMRError) -> Response:
-    response = jsonify(error_body(exc))
-    response.status_code = exc.status
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response
+    return json_error(error_body(exc), exc.status, exc)
 
 
-@bp.before_request
-def _check_engine():
-    """An unknown or absent engine in the URL is answered before the body is read (as DMR)."""
-    engine = (request.view_args or {}).get("engine")
-    if engine is not None:
-        current().runtime.resolve_engine(engine)
+bp.before_request(check_engine_segment)
 
 
 @bp.errorhandler(DMRError)
@@ -99,6 +94,12 @@ def _http_error(exc: HTTPException):
     error.status = exc.code or 500
     error.kind = "request_too_large" if exc.code == 413 else "invalid_request"
     return error_response(error)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):
+    log.exception("unexpected error in the OpenAI API")
+    return error_response(DMRError(f"internal server error: {exc}"))
 
 
 # ------------------------------------------------------------------------------------ requests
