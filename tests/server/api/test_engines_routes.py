@@ -73,7 +73,7 @@ def test_configure_validation(store_server, registry_model):
 def test_configure_is_refused_while_the_model_is_busy(store_server, registry_model):
     url = store_server.url
     ensure_pulled(url, registry_model)
-    started = threading.Event()
+    started, done = threading.Event(), threading.Event()
 
     def long_stream():
         with requests.post(f"{url}/engines/v1/chat/completions", stream=True, json={
@@ -81,6 +81,8 @@ def test_configure_is_refused_while_the_model_is_busy(store_server, registry_mod
                 "messages": [{"role": "user", "content": "Write a long story."}]}) as r:
             for _ in r.iter_lines():
                 started.set()
+                if done.is_set():
+                    break  # hang up: the server frees the slot
 
     worker = threading.Thread(target=long_stream)
     worker.start()
@@ -90,7 +92,12 @@ def test_configure_is_refused_while_the_model_is_busy(store_server, registry_mod
                           json={"model": registry_model, "context-size": 1024})
         assert r.status_code == 409 and r.text == "runner already active\n"
     finally:
+        done.set()
         worker.join(120)
+    deadline = time.monotonic() + 30  # the hang-up frees the runner at the next write
+    while any(e["in_use"] for e in requests.get(f"{url}/engines/ps").json()):
+        assert time.monotonic() < deadline, "the runner stayed busy after the client left"
+        time.sleep(0.2)
 
 
 def test_configure_applies_and_survives_a_restart(store_server, registry_model):
