@@ -7,7 +7,9 @@ Set DMR_THREADS=1 when several test sessions share the machine's two cores.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,8 +41,9 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--models-dir", str(models_dir), *extra_args]
         self._log = open(log_path, "wb")
+        # A session of its own, so stop() can end the Gunicorn worker with its arbiter.
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -59,13 +62,16 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")[-20000:]
 
     def stop(self) -> None:
+        """SIGTERM (graceful), then SIGKILL to the whole process group: no worker outlives it."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
         self._log.close()
 
 

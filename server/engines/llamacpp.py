@@ -14,6 +14,7 @@ import ctypes
 import dataclasses
 import json
 import logging
+import math
 import queue
 import random
 import threading
@@ -136,6 +137,33 @@ class _Stream:
             self._model._cancel(self._seq)
 
 
+#: Bounded integers with at most this many values are written into the grammar as an enum.
+_ENUM_LIMIT = 256
+
+
+def _enumerate_small_ranges(schema: Any) -> Any:
+    """llama-cpp-python's schema-to-grammar converter ignores minimum/maximum; an integer whose
+    bounds allow few values becomes an enum of them, so its output validates (ages, ratings,
+    percentages). Wider ranges stay as they are."""
+    if isinstance(schema, list):
+        return [_enumerate_small_ranges(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _enumerate_small_ranges(value) for key, value in schema.items()}
+    if out.get("type") != "integer":
+        return out
+    lo, hi = out.get("minimum"), out.get("maximum")
+    if isinstance(out.get("exclusiveMinimum"), int | float):
+        lo = math.floor(out["exclusiveMinimum"]) + 1
+    if isinstance(out.get("exclusiveMaximum"), int | float):
+        hi = math.ceil(out["exclusiveMaximum"]) - 1
+    if isinstance(lo, int | float) and isinstance(hi, int | float):
+        lo, hi = math.ceil(lo), math.floor(hi)
+        if 0 <= hi - lo < _ENUM_LIMIT:
+            return {"enum": list(range(lo, hi + 1))}
+    return out
+
+
 def _lcp(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -253,7 +281,7 @@ class LlamaCppModel:
         grammar = None
         if job.json_schema is not None:
             try:
-                grammar = json_schema_to_gbnf(json.dumps(job.json_schema))
+                grammar = json_schema_to_gbnf(json.dumps(_enumerate_small_ranges(job.json_schema)))
             except Exception as exc:  # the converter raises plain exceptions on bad schemas
                 raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
         if len(job.prompt) >= self.info.n_ctx:

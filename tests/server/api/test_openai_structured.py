@@ -111,3 +111,19 @@ def test_json_schema_output_validates(openai_client, stream):
     else:
         text = openai_client.chat.completions.create(**kwargs).choices[0].message.content
     jsonschema.validate(json.loads(text), schema)
+
+
+def test_integer_bounds_are_enforced(openai_client):
+    # llama-cpp-python's grammar converter ignores minimum/maximum; small ranges are enforced
+    # by the engine as enums of the allowed values.
+    schema = {"type": "object", "required": ["age", "stars"], "additionalProperties": False,
+              "properties": {"age": {"type": "integer", "minimum": 18, "maximum": 120},
+                             "stars": {"type": "integer", "exclusiveMinimum": 0,
+                                       "exclusiveMaximum": 6}}}
+    for seed in range(3):
+        reply = openai_client.chat.completions.create(
+            model="ai/smollm2", max_tokens=40, temperature=1.0, seed=seed,
+            messages=[{"role": "user", "content": "Rate a movie as JSON."}],
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "rating", "schema": schema}})
+        jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
