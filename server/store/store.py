@@ -158,19 +158,20 @@ class ModelStore:
     # ------------------------------------------------------------------ models
 
     def add_gguf(self, path: str | os.PathLike, tags: list[str], *,
-                 context_size: int | None = None) -> StoredModel:
+                 context_size: int | None = None, created: str | None = None) -> StoredModel:
         """Import a local GGUF file as a model (config + manifest + weights) and tag it."""
         gguf.read_header(str(path))  # refuse a non-GGUF file before copying it
         digest, size = self.import_blob_file(path)
         weights = Descriptor(artifact.DMR_GGUF, digest, size)
-        return self.add_gguf_blob(weights, tags, context_size=context_size)
+        return self.add_gguf_blob(weights, tags, context_size=context_size, created=created)
 
     def add_gguf_blob(self, weights: Descriptor, tags: list[str], *,
                       context_size: int | None = None,
-                      extra_layers: list[Descriptor] | None = None) -> StoredModel:
+                      extra_layers: list[Descriptor] | None = None,
+                      created: str | None = None) -> StoredModel:
         """Build DMR's artifact around weights already in the blob store, and tag it."""
         info = gguf.describe(str(self.blob_path(weights.digest)))
-        config = artifact.dmr_config(info, weights, context_size=context_size)
+        config = artifact.dmr_config(info, weights, context_size=context_size, created=created)
         config_digest, config_size = self.write_blob(json.dumps(config).encode())
         manifest = artifact.build_manifest(
             Descriptor(artifact.DMR_CONFIG, config_digest, config_size),

@@ -231,3 +231,12 @@ def test_offline_pull_of_a_local_model_uses_the_local_copy(store, gguf_file):
     assert events[1].message.startswith("Using cached model")
     with pytest.raises(RegistryUnreachable):
         prepare_pull(store, "127.0.0.1:9/team/other:v1")
+
+
+def test_default_model_has_the_same_id_in_every_store(tmp_path):
+    from server.store.bundled import ensure_default_model
+    from server.store.store import ModelStore
+
+    first = ensure_default_model(ModelStore(tmp_path / "a"))
+    second = ensure_default_model(ModelStore(tmp_path / "b"))
+    assert first.id == second.id and set(first.tags) == set(second.tags)
