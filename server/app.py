@@ -6,8 +6,9 @@ import logging
 
 from flask import Flask, Response
 
-from .api import anthropic, misc, models, ollama, openai
+from .api import anthropic, misc, models, ollama, openai, openapi
 from .api import engines as engines_api
+from .api import security as security_api
 from .config import Settings
 from .core.runtime import Runtime
 from .engines.llamacpp import EngineSettings, LlamaCppEngine
@@ -38,8 +39,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
                       configs=RunnerConfigs(settings.models_dir))
     app.extensions["dmr"] = State(settings, store, runtime)
+    security_api.register(app, settings.cors_origins, settings.api_keys)
 
     app.register_blueprint(misc.bp)
+    app.register_blueprint(openapi.bp)
     openai.register(app)
     anthropic.register(app)
     models.register(app)

@@ -45,6 +45,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     print(f"dmr {__version__}: serving on http://{settings.host}:{settings.port} "
           f"(models in {settings.models_dir})", file=sys.stderr, flush=True)
+    from .api.security import OriginMatcher, bind_warning
+
+    OriginMatcher(settings.cors_origins)  # a malformed origin fails here, not in the worker
+    warning = bind_warning(settings.host, settings.api_keys)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     Server().run()
     return 0
 

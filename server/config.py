@@ -7,6 +7,7 @@ The environment names follow Docker Model Runner where it has one (``MODEL_RUNNE
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,15 @@ def parse_duration(value: Any) -> float:
     """Seconds from a number or a Go/Ollama-style duration ("5m", "1h30m", "-1" = forever)."""
     if isinstance(value, bool):
         raise ValueError(f"invalid duration: {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(value if isinstance(value, int | float) else text)
     except ValueError:
         pass
+    else:
+        if math.isnan(seconds):  # NaN would make every expiry comparison false
+            raise ValueError(f"invalid duration: {value!r}")
+        return seconds
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     total, number, i = 0.0, "", 0
     negative = text.startswith("-")
@@ -80,6 +83,10 @@ class Settings:
     #: HTTP threads in the one Gunicorn worker (each open stream holds one).
     http_threads: int = 64
     log_level: str = "info"
+    #: Browser origins allowed besides loopback (always allowed): "*" or scheme://host[:port|:*].
+    cors_origins: list[str] = field(default_factory=list)
+    #: When set, every route but /health needs one of these keys (Bearer or x-api-key).
+    api_keys: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
@@ -130,6 +137,8 @@ _ENV = {
     "DMR_HTTP_THREADS": "http_threads",
     "DMR_MAX_QUEUE": "max_queue",
     "DMR_KV_CACHE_TOKENS": "kv_cache_tokens",
+    "DMR_ORIGINS": "cors_origins",
+    "DMR_API_KEYS": "api_keys",
 }
 
 
@@ -145,6 +154,9 @@ def _coerce(key: str, value: Any) -> Any:
     if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
                "max_queue", "kv_cache_tokens"):
         return int(value)
+    if key in ("cors_origins", "api_keys"):
+        items = value.split(",") if isinstance(value, str) else list(value or [])
+        return [str(item).strip() for item in items if str(item).strip()]
     if key == "import_default_model":
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     return value

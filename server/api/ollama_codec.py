@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -225,7 +226,14 @@ def created_at() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+#: The last second datetime can show (9999-12-31T23:59:59Z).
+_LAST_EPOCH = 253402300799
+
+
 def timestamp(epoch: float) -> str:
+    """RFC 3339 UTC; an expiry past year 9999 (keep_alive: 1e300) shows as that year's end."""
+    if not math.isfinite(epoch) or epoch > _LAST_EPOCH:
+        epoch = _LAST_EPOCH
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

@@ -33,11 +33,19 @@ def _registry() -> Registry:
     return Registry().with_resources(resources_)
 
 
+def _is_int(_checker, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 @cache
 def validator(name: str) -> jsonschema.protocols.Validator:
+    """Validator for schema `name`. "integer" means a JSON integer literal: JSON Schema would
+    take 1.0, which the views then use as a count or token id (as Go peers do, we refuse it)."""
     schema = _registry().contents(f"{name}.json")
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
+    cls = jsonschema.validators.extend(
+        cls, type_checker=cls.TYPE_CHECKER.redefine("integer", _is_int))
     return cls(schema, registry=_registry())
 
 
@@ -85,10 +93,13 @@ def _explain(error) -> tuple[str, str]:
     instance = error.instance
     tags = [(b.get("properties", {}).get("type") or {}).get("const") for b in branches]
     if isinstance(instance, dict) and any(tags):
-        if instance.get("type") in tags:
+        if instance.get("type") is not None and instance["type"] in tags:
             i = tags.index(instance["type"])
             return _explain(_most_relevant(by_branch.get(i, [])) or error)
         allowed = ", ".join(repr(t) for t in tags if t)
+        if "type" not in instance:
+            return (f"{where}.type" if where else "type",
+                    f"'type' is a required property (one of {allowed})")
         return (f"{where}.type" if where else "type",
                 f"{instance.get('type')!r} is not one of {allowed}")
     # A branch whose type matched but which failed deeper says the most.

@@ -29,11 +29,15 @@ class ThinkingSigner:
         return cls(load_or_create_key(Path(directory) / KEY_FILE))
 
     def sign(self, thinking: str) -> str:
-        digest = hmac.new(self._key, _DOMAIN + thinking.encode(), hashlib.sha256).digest()
+        # surrogatepass: JSON may carry lone surrogates (\ud800), which UTF-8 cannot encode.
+        digest = hmac.new(self._key, _DOMAIN + thinking.encode("utf-8", "surrogatepass"),
+                          hashlib.sha256).digest()
         return base64.b64encode(digest).decode()
 
     def verify(self, thinking: str, signature: str) -> bool:
-        return hmac.compare_digest(self.sign(thinking), signature)
+        # Bytes: compare_digest refuses str with non-ASCII characters.
+        return hmac.compare_digest(self.sign(thinking).encode(),
+                                   signature.encode("utf-8", "surrogatepass"))
 
 
 def load_or_create_key(path: Path) -> bytes:

@@ -1,0 +1,242 @@
+"""OpenAPI 3.1 for every route the app serves, generated from the request schemas.
+
+The JSON Schemas in `schemas/` stay the one source: each file becomes a component (its
+`$defs` hoisted to `<file>.<def>` components, `$ref`s rewritten to match), views are tied to
+the schema they validate with through `SCHEMAS`, and routes come from `app.url_map`, so the
+document cannot miss a route or disagree with validation.
+Regenerate the committed copy with `python -m server.api.openapi > docs/openapi.json`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from .. import __version__
+from .validation import SCHEMA_DIR
+
+#: View (module.function) -> the schema its request body is validated with.
+SCHEMAS = {
+    "openai.chat_completions": "openai_chat",
+    "openai.completions": "openai_completion",
+    "openai.embeddings": "openai_embedding",
+    "anthropic.messages": "anthropic_messages",
+    "anthropic.count_tokens": "anthropic_count_tokens",
+    "ollama.chat": "ollama_chat",
+    "ollama.generate": "ollama_generate",
+    "ollama.embed": "ollama_embed",
+    "ollama.embeddings": "ollama_embeddings",
+    "ollama.show": "ollama_model_ref",
+    "ollama.copy": "ollama_copy",
+    "ollama.delete": "ollama_model_ref",
+    "ollama.pull": "ollama_model_ref",
+    "engines.unload": "dmr_unload",
+    "engines.configure": "dmr_configure",
+    "models.create_model": "dmr_create",
+    "models.push_model": "dmr_push",
+}
+
+#: Query parameters read by views (module.function -> name -> (required, description)).
+QUERY = {
+    "models.tag_model": {"repo": (True, "target repository"), "tag": (True, "target tag")},
+    "models.delete_model": {"force": (False, "delete even when other tags share the files")},
+    "engines.show_configuration": {"model": (False, "only this model's configuration")},
+}
+
+#: Bodies that stream in a second format when `stream` is set.
+STREAMS = {"openai": "text/event-stream", "anthropic": "text/event-stream",
+           "ollama": "application/x-ndjson"}
+
+_ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "OpenAIError": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["message", "type"],
+                                 "properties": {"message": {"type": "string"},
+                                                "type": {"type": "string"},
+                                                "param": {"type": ["string", "null"]},
+                                                "code": {"type": ["string", "null"]}}}}},
+    "AnthropicError": {
+        "type": "object", "required": ["type", "error"],
+        "properties": {"type": {"const": "error"},
+                       "error": {"type": "object", "required": ["type", "message"],
+                                 "properties": {"type": {"type": "string"},
+                                                "message": {"type": "string"}}}}},
+    "OllamaError": {"type": "object", "required": ["error"],
+                    "properties": {"error": {"type": "string"}}},
+}
+
+#: Error statuses each dialect answers with (core error statuses mapped by the dialect).
+_ERROR_STATUSES = {
+    "openai": (400, 401, 403, 404, 409, 412, 413, 503),
+    "anthropic": (400, 401, 403, 404, 413, 529),
+    "ollama": (400, 401, 403, 404, 409, 412, 413, 503),
+    "plain": (400, 401, 403, 404, 409, 412, 413, 503),
+}
+_ERROR_RESPONSE = {"openai": "OpenAIError", "anthropic": "AnthropicError",
+                   "ollama": "OllamaError", "plain": "PlainError"}
+_TAGS = {"openai": "OpenAI", "anthropic": "Anthropic", "ollama": "Ollama", "plain": "DMR"}
+
+
+def _error_responses() -> dict[str, Any]:
+    """One response per dialect error shape; DMR's native routes answer in plain text."""
+    out = {name: {"description": f"{name[:-5]} error", "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{name}"}}}} for name in _ERROR_SCHEMAS}
+    out["PlainError"] = {"description": "DMR error (plain text)",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}
+    return out
+
+_REF = re.compile(r"^(?P<file>[\w.-]+\.json)?(?:#(?P<pointer>.*))?$")
+
+
+def _component_refs(node: Any, file: str) -> Any:
+    """A copy of `node` with `$ref`s into schema files pointed at their components."""
+    if isinstance(node, list):
+        return [_component_refs(item, file) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _component_refs(value, file) for key, value in node.items()}
+    if isinstance(node.get("$ref"), str):
+        match = _REF.match(node["$ref"])
+        target = (match["file"] or f"{file}.json")[:-5] if match else None
+        pointer = (match["pointer"] or "") if match else None
+        if pointer == "":
+            out["$ref"] = f"#/components/schemas/{target}"
+        elif pointer and pointer.startswith("/$defs/") and pointer.count("/") == 2:
+            out["$ref"] = f"#/components/schemas/{target}.{pointer[7:]}"
+        else:
+            raise ValueError(f"{file}.json: unsupported $ref {node['$ref']!r}")
+    return out
+
+
+def components() -> dict[str, Any]:
+    """Every request schema file as components, plus the dialects' error bodies."""
+    schemas: dict[str, Any] = {}
+    for entry in sorted(SCHEMA_DIR.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".json"):
+            continue
+        name = entry.name[:-5]
+        schema = json.loads(entry.read_text(encoding="utf-8"))
+        schema.pop("$schema", None)  # OpenAPI 3.1's dialect is 2020-12 already
+        for def_name, sub in schema.pop("$defs", {}).items():
+            schemas[f"{name}.{def_name}"] = _component_refs(sub, name)
+        schemas[name] = _component_refs(schema, name)
+    return {**schemas, **_ERROR_SCHEMAS}
+
+
+def _dialect(blueprint: str | None) -> str:
+    if blueprint and blueprint.startswith(("openai", "models_")):
+        return "openai"
+    if blueprint and blueprint.startswith("anthropic"):
+        return "anthropic"
+    if blueprint == "ollama":
+        return "ollama"
+    return "plain"  # DMR's native and server routes answer errors in plain text
+
+
+def _responses(dialect: str, view: str, method: str, path_params: bool) -> dict[str, Any]:
+    ok: dict[str, Any] = {"application/json": {}}
+    if view in SCHEMAS and dialect in STREAMS:
+        ok[STREAMS[dialect]] = {}
+    if view in ("models.load_model", "models.create_model", "models.push_model",
+                "ollama.pull"):
+        ok = {"application/json": {}, "text/plain": {}, "application/x-ndjson": {}}
+    if view == "misc.root":
+        ok = {"text/plain": {}}
+    out: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+    if view == "models.tag_model":
+        out = {"201": {"description": "Created", "content": ok}}
+    if view == "engines.configure":  # DMR accepts with an empty 202
+        out = {"202": {"description": "Accepted"}}
+    error = {"$ref": f"#/components/responses/{_ERROR_RESPONSE[dialect]}"}
+    statuses = _ERROR_STATUSES[dialect]
+    if view == "ollama.unsupported":  # Modelfile builds and pushes: always Not Implemented
+        out, statuses = {}, (501,)
+    if view == "ollama.delete":  # Ollama answers a bare 200
+        out = {"200": {"description": "Deleted"}}
+    if method == "GET":
+        statuses = tuple(s for s in statuses if s not in (409, 413))
+    for status in statuses:
+        out[str(status)] = error
+    if path_params and dialect != "plain":
+        # A parameter the route cannot match (a name with a newline) meets the app's own
+        # plain-text 404 before any dialect sees it.
+        body = _error_responses()[_ERROR_RESPONSE[dialect]]["content"]
+        out["404"] = {"description": "Not found",
+                      "content": {**body, "text/plain": {"schema": {"type": "string"}}}}
+    return out
+
+
+def _operation(app: Flask, rule, method: str) -> dict[str, Any]:
+    func = app.view_functions[rule.endpoint]
+    view = f"{func.__module__.rsplit('.', 1)[-1]}.{func.__name__}"
+    dialect = _dialect(rule.endpoint.rpartition(".")[0] or None)
+    op: dict[str, Any] = {
+        "operationId": f"{rule.endpoint}.{method.lower()}",
+        "tags": [_TAGS[dialect]],
+        "summary": (func.__doc__ or "").strip().split("\n")[0] or view,
+    }
+    params = [{"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+              for arg in sorted(rule.arguments)]
+    for name, (required, text) in QUERY.get(view, {}).items():
+        params.append({"name": name, "in": "query", "required": required,
+                       "description": text, "schema": {"type": "string"}})
+    if params:
+        op["parameters"] = params
+    if view in SCHEMAS:
+        op["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{SCHEMAS[view]}"}}}}
+    op["responses"] = _responses(dialect, view, method, bool(rule.arguments))
+    return op
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for `app`'s routes."""
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(app, rule, method)
+    return {"openapi": "3.1.0",
+            "info": {"title": "litellm-dmr", "version": __version__,
+                     "description": "Docker Model Runner compatible API: OpenAI, Anthropic, "
+                                    "Ollama and DMR-native routes."},
+            "paths": paths,
+            "components": {"schemas": components(), "responses": _error_responses()}}
+
+
+bp = Blueprint("openapi", __name__)
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """This server's OpenAPI 3.1 document."""
+    return jsonify(document(current_app))
+
+
+def render(app: Flask) -> str:
+    """The document as committed in docs/openapi.json."""
+    return json.dumps(document(app), indent=2, ensure_ascii=False) + "\n"
+
+
+def standalone_app() -> Flask:
+    """An app with every route but no model store contents, only to list routes."""
+    from ..app import create_app
+    from ..config import Settings
+
+    models_dir = Path(tempfile.mkdtemp(prefix="dmr-openapi-"))
+    atexit.register(shutil.rmtree, models_dir, ignore_errors=True)
+    return create_app(Settings(models_dir=models_dir, import_default_model=False, threads=1))
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render(standalone_app()))
