@@ -183,6 +183,7 @@ class LlamaCppModel:
         if not self._model:
             raise EngineFailure(f"llama.cpp could not load the model file {path}")
         self._vocab = L.llama_model_get_vocab(self._model)
+        self._pieces: dict[int, bytes] = {}
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
         n_ctx_train = L.llama_model_n_ctx_train(self._model)
         n_ctx = settings.context_size or n_ctx_train
@@ -247,6 +248,16 @@ class LlamaCppModel:
         return list(arr[:n])
 
     def _piece(self, token: int, special: bool = False) -> bytes:
+        """A token's bytes. Called for every generated token (and logprob alternative), so
+        ordinary pieces are memoised: they never change for a vocabulary."""
+        if not special:
+            piece = self._pieces.get(token)
+            if piece is None:
+                piece = self._pieces[token] = self._token_to_piece(token, False)
+            return piece
+        return self._token_to_piece(token, True)
+
+    def _token_to_piece(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = L.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         if n < 0:
