@@ -1,12 +1,13 @@
 """The `dmr` command. `dmr serve` runs the server: one Gunicorn worker with the gthread worker
-class, so one copy of each model serves every request and llama.cpp threads never exceed the
-cores. The other commands (pull, ls, run, ...) are clients of a running server, in
-cli_commands.py."""
+class (plus client timeouts, see worker.py), so one copy of each model serves every request
+and llama.cpp threads never exceed the cores. The other commands (pull, ls, run, ...) are
+clients of a running server, in cli_commands.py."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 from . import __version__
@@ -27,10 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
             options = {
                 "bind": f"{settings.host}:{settings.port}",
                 "workers": 1,
-                "worker_class": "gthread",
+                "worker_class": "server.worker.TimeoutThreadWorker",
                 "threads": settings.http_threads,
                 "timeout": 120,
-                "graceful_timeout": 30,
+                "graceful_timeout": math.ceil(max(0.0, settings.graceful_timeout)),
                 "keepalive": 5,
                 "loglevel": settings.log_level,
                 "accesslog": "-" if args.access_log else None,
@@ -45,9 +46,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     print(f"dmr {__version__}: serving on http://{settings.host}:{settings.port} "
           f"(models in {settings.models_dir})", file=sys.stderr, flush=True)
+    from . import worker
     from .api.security import OriginMatcher, bind_warning
 
     OriginMatcher(settings.cors_origins)  # a malformed origin fails here, not in the worker
+    worker.CLIENT_TIMEOUT = settings.client_timeout  # inherited by the forked worker
     warning = bind_warning(settings.host, settings.api_keys)
     if warning:
         print(warning, file=sys.stderr, flush=True)

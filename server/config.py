@@ -80,6 +80,14 @@ class Settings:
     #: Idle seconds before a loaded model is unloaded; negative keeps it forever.
     keep_alive: float = 300.0
     max_body_bytes: int = 10 * 1024 * 1024
+    #: Seconds a generation may wait for a slot plus run (0 = no limit). Past it, a request
+    #: still waiting is answered "overloaded"; a running one ends as if max_tokens ran out.
+    request_timeout: float = 600.0
+    #: Seconds a client may stall while sending its request or reading the answer before its
+    #: connection is dropped (and its generation stopped), so stalled clients can't hold threads.
+    client_timeout: float = 60.0
+    #: Seconds in-flight requests get to finish after SIGTERM before the server exits anyway.
+    graceful_timeout: float = 30.0
     #: HTTP threads in the one Gunicorn worker (each open stream holds one).
     http_threads: int = 64
     log_level: str = "info"
@@ -139,6 +147,9 @@ _ENV = {
     "DMR_KV_CACHE_TOKENS": "kv_cache_tokens",
     "DMR_ORIGINS": "cors_origins",
     "DMR_API_KEYS": "api_keys",
+    "DMR_REQUEST_TIMEOUT": "request_timeout",
+    "DMR_CLIENT_TIMEOUT": "client_timeout",
+    "DMR_GRACEFUL_TIMEOUT": "graceful_timeout",
 }
 
 
@@ -149,7 +160,7 @@ def _from_env() -> dict[str, Any]:
 def _coerce(key: str, value: Any) -> Any:
     if key == "models_dir":
         return Path(os.path.expanduser(str(value)))
-    if key == "keep_alive":
+    if key in ("keep_alive", "request_timeout", "client_timeout", "graceful_timeout"):
         return parse_duration(value)
     if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
                "max_queue", "kv_cache_tokens"):

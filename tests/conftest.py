@@ -34,12 +34,14 @@ class ServerProcess:
     """A `dmr serve` child process and its log file."""
 
     def __init__(self, models_dir: Path, log_path: Path, *extra_args: str,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, wrapper: list[str] | None = None):
+        """`wrapper` runs before the server command and must exec it (e.g. `unshare`)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port), "--models-dir", str(models_dir), *extra_args]
+        cmd = [*(wrapper or []), sys.executable, "-m", "server.cli", "serve",
+               "--host", "127.0.0.1", "--port", str(self.port), "--models-dir",
+               str(models_dir), *extra_args]
         self._log = open(log_path, "wb")
         # A session of its own, so stop() can end the Gunicorn worker with its arbiter.
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,

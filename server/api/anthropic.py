@@ -66,6 +66,8 @@ _ERRORS = {  # core error kind -> (HTTP status, Claude's error type)
     "permission": (403, "permission_error"),
     "not_found": (404, "not_found_error"),
     "request_too_large": (413, "request_too_large"),
+    "request_timeout": (408, "invalid_request_error"),
+    "model_load_failed": (422, "invalid_request_error"),
     "overloaded": (529, "overloaded_error"),
     "server_error": (500, "api_error"),
 }
@@ -398,6 +400,7 @@ class Blocks:
         self.held = ""  # white space that starts a text block only if text follows
         self.answered = False  # a text or tool_use block was started
         self.finish_reason = "stop"
+        self.timed_out = False
         self.stop_sequence: str | None = None
         self.usage = Usage()
 
@@ -429,6 +432,7 @@ class Blocks:
                 yield self._delta({"type": "input_json_delta", "partial_json": event.arguments})
         elif isinstance(event, ChoiceDone):
             self.finish_reason, self.stop_sequence = event.finish_reason, event.stop_sequence
+            self.timed_out = event.timed_out
         elif isinstance(event, Done):
             self.usage = event.usage
 
@@ -444,6 +448,8 @@ class Blocks:
             return "stop_sequence"
         if self.finish_reason == "length":
             limit = self.options.max_tokens
+            if self.timed_out:  # the server's time limit, the closest thing to max_tokens
+                return "max_tokens"
             if limit is not None and self.usage.completion_tokens < limit:
                 return "model_context_window_exceeded"
             return "max_tokens"

@@ -63,13 +63,17 @@ _ERROR_TYPES = {
     "engine_not_installed": "invalid_request_error",
     "request_too_large": "invalid_request_error",
     "overloaded": "unavailable_error",
+    "request_timeout": "invalid_request_error",
+    "model_load_failed": "invalid_request_error",
     "server_error": "server_error",
 }
 
 
 def error_body(exc: DMRError) -> dict[str, Any]:
     code = {"not_found": "model_not_found" if exc.param == "model" else None,
-            "exceed_context_size": "context_length_exceeded"}.get(exc.kind)
+            "exceed_context_size": "context_length_exceeded",
+            "request_timeout": "request_timeout",
+            "model_load_failed": "model_load_failed"}.get(exc.kind)
     error = {"message": exc.message, "type": _ERROR_TYPES.get(exc.kind, "server_error"),
              "param": exc.param, "code": code}
     error.update(exc.details)
@@ -353,9 +357,10 @@ def completion_json(runs: list[pipeline.Run], model: str, n: int) -> dict[str, A
             c = choices.setdefault(index, {"text": "", "index": index, "logprobs": None,
                                            "finish_reason": None})
             if isinstance(event, TextDelta):
-                c["text"] += event.text
                 if event.logprobs:
-                    c["logprobs"] = _merge_completion_logprobs(c["logprobs"], event.logprobs)
+                    c["logprobs"] = _merge_completion_logprobs(c["logprobs"], event.logprobs,
+                                                               len(c["text"]))
+                c["text"] += event.text
             elif isinstance(event, ChoiceDone):
                 c["finish_reason"] = event.finish_reason
     return {"id": _new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
@@ -363,9 +368,11 @@ def completion_json(runs: list[pipeline.Run], model: str, n: int) -> dict[str, A
             "choices": [choices[i] for i in sorted(choices)], "usage": usage_json(usage)}
 
 
-def _merge_completion_logprobs(acc: dict | None, items: list[TokenLogprob]) -> dict[str, Any]:
+def _merge_completion_logprobs(acc: dict | None, items: list[TokenLogprob],
+                               offset: int) -> dict[str, Any]:
+    """Legacy logprobs; `offset` is where the first of `items` starts in the choice's text
+    (after an echoed prompt, and after earlier chunks of a stream)."""
     acc = acc or {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    offset = (acc["text_offset"][-1] + len(acc["tokens"][-1])) if acc["tokens"] else 0
     for lp in items:
         acc["tokens"].append(lp.token)
         acc["token_logprobs"].append(lp.logprob)
@@ -380,17 +387,21 @@ def completion_stream(runs: list[pipeline.Run], model: str, n: int,
     head = {"id": _new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
             "model": model, "system_fingerprint": SYSTEM_FINGERPRINT}
     usage = Usage()
+    sent: dict[int, int] = {}  # characters of text each choice has streamed so far
     try:
         for p, run in enumerate(runs):
             for event in run.events:
                 if isinstance(event, Done):
                     usage.prompt_tokens += event.usage.prompt_tokens
                     usage.completion_tokens += event.usage.completion_tokens
+                    usage.cached_tokens += event.usage.cached_tokens
                     continue
                 index = p * n + event.choice
                 if isinstance(event, TextDelta):
-                    logprobs = (_merge_completion_logprobs(None, event.logprobs)
+                    logprobs = (_merge_completion_logprobs(None, event.logprobs,
+                                                           sent.get(index, 0))
                                 if event.logprobs else None)
+                    sent[index] = sent.get(index, 0) + len(event.text)
                     choice = {"text": event.text, "index": index, "logprobs": logprobs,
                               "finish_reason": None}
                 elif isinstance(event, ChoiceDone):

@@ -1,9 +1,11 @@
-"""OpenAPI 3.1 for every route the app serves, generated from the request schemas.
+"""OpenAPI 3.1 for every route the app serves, generated from the request and response schemas.
 
-The JSON Schemas in `schemas/` stay the one source: each file becomes a component (its
-`$defs` hoisted to `<file>.<def>` components, `$ref`s rewritten to match), views are tied to
-the schema they validate with through `SCHEMAS`, and routes come from `app.url_map`, so the
-document cannot miss a route or disagree with validation.
+The JSON Schemas in `schemas/` (request bodies) and `schemas/responses/` (successful JSON
+answers) stay the one source: each file becomes a component (its `$defs` hoisted to
+`<file>.<def>` components, `$ref`s rewritten to match), views are tied to the schema they
+validate with through `SCHEMAS` and to the shape of their answer through `RESPONSES`, and
+routes come from `app.url_map`, so the document cannot miss a route or disagree with
+validation. Streamed answers (SSE, NDJSON) are listed by media type only.
 Regenerate the committed copy with `python -m server.api.openapi > docs/openapi.json`.
 """
 
@@ -15,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,38 @@ SCHEMAS = {
     "models.push_model": "dmr_push",
 }
 
+#: Where the response schemas live: one file per dialect, one `$defs` entry per answer.
+RESPONSE_DIR = SCHEMA_DIR / "responses"
+
+#: View (module.function) -> the component describing its successful JSON answer.
+RESPONSES = {
+    "openai.chat_completions": "openai_response.chat_completion",
+    "openai.completions": "openai_response.text_completion",
+    "openai.embeddings": "openai_response.embedding_list",
+    "models.openai_list": "openai_response.model_list",
+    "models.openai_get": "openai_response.model",
+    "anthropic.messages": "anthropic_response.message",
+    "anthropic.count_tokens": "anthropic_response.token_count",
+    "ollama.chat": "ollama_response.chat",
+    "ollama.generate": "ollama_response.generate",
+    "ollama.embed": "ollama_response.embed",
+    "ollama.embeddings": "ollama_response.embeddings",
+    "ollama.tags": "ollama_response.tags",
+    "ollama.ps": "ollama_response.ps",
+    "ollama.show": "ollama_response.show",
+    "ollama.version": "ollama_response.version",
+    "models.list_models": "dmr_response.model_list",
+    "models.get_model": "dmr_response.model",
+    "models.tag_model": "dmr_response.tag_result",
+    "models.delete_model": "dmr_response.delete_result",
+    "engines.status": "dmr_response.engines_status",
+    "engines.ps": "dmr_response.engines_ps",
+    "engines.df": "dmr_response.engines_df",
+    "engines.unload": "dmr_response.unload_result",
+    "misc.health": "dmr_response.health",
+    "misc.version": "dmr_response.version",
+}
+
 #: Query parameters read by views (module.function -> name -> (required, description)).
 QUERY = {
     "models.tag_model": {"repo": (True, "target repository"), "tag": (True, "target tag")},
@@ -51,7 +86,10 @@ QUERY = {
     "engines.show_configuration": {"model": (False, "only this model's configuration")},
 }
 
-#: Bodies that stream in a second format when `stream` is set.
+#: Views that stream in their dialect's second format when `stream` is set (Ollama: unless
+#: it is false).
+STREAMING = {"openai.chat_completions", "openai.completions", "anthropic.messages",
+             "ollama.chat", "ollama.generate"}
 STREAMS = {"openai": "text/event-stream", "anthropic": "text/event-stream",
            "ollama": "application/x-ndjson"}
 
@@ -75,11 +113,14 @@ _ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
 
 #: Error statuses each dialect answers with (core error statuses mapped by the dialect).
 _ERROR_STATUSES = {
-    "openai": (400, 401, 403, 404, 409, 412, 413, 503),
-    "anthropic": (400, 401, 403, 404, 413, 529),
-    "ollama": (400, 401, 403, 404, 409, 412, 413, 503),
-    "plain": (400, 401, 403, 404, 409, 412, 413, 503),
+    "openai": (400, 401, 403, 404, 408, 409, 412, 413, 422, 503),
+    "anthropic": (400, 401, 403, 404, 408, 413, 422, 529),
+    "ollama": (400, 401, 403, 404, 408, 409, 412, 413, 422, 503, 507),
+    "plain": (400, 401, 403, 404, 408, 409, 412, 413, 422, 503, 507),
 }
+#: Statuses only a request with a body can meet (a body that stalls, conflicts, is too big,
+#: names a model that fails to load or does not fit on the disk).
+_BODY_STATUSES = (408, 409, 413, 422, 507)
 _ERROR_RESPONSE = {"openai": "OpenAIError", "anthropic": "AnthropicError",
                    "ollama": "OllamaError", "plain": "PlainError"}
 _TAGS = {"openai": "OpenAI", "anthropic": "Anthropic", "ollama": "Ollama", "plain": "DMR"}
@@ -116,10 +157,10 @@ def _component_refs(node: Any, file: str) -> Any:
     return out
 
 
-def components() -> dict[str, Any]:
-    """Every request schema file as components, plus the dialects' error bodies."""
+def _file_components(directory: Traversable) -> dict[str, Any]:
+    """The schema files directly in `directory` as components named after the files."""
     schemas: dict[str, Any] = {}
-    for entry in sorted(SCHEMA_DIR.iterdir(), key=lambda e: e.name):
+    for entry in sorted(directory.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".json"):
             continue
         name = entry.name[:-5]
@@ -128,7 +169,19 @@ def components() -> dict[str, Any]:
         for def_name, sub in schema.pop("$defs", {}).items():
             schemas[f"{name}.{def_name}"] = _component_refs(sub, name)
         schemas[name] = _component_refs(schema, name)
-    return {**schemas, **_ERROR_SCHEMAS}
+    return schemas
+
+
+def components() -> dict[str, Any]:
+    """Every request and response schema file as components, plus the dialects' error
+    bodies; the two directories share one namespace, so a name may not be used twice."""
+    schemas: dict[str, Any] = {}
+    for part in (_file_components(SCHEMA_DIR), _file_components(RESPONSE_DIR), _ERROR_SCHEMAS):
+        clash = schemas.keys() & part.keys()
+        if clash:
+            raise ValueError(f"schema component names used twice: {sorted(clash)}")
+        schemas.update(part)
+    return schemas
 
 
 def _dialect(blueprint: str | None) -> str:
@@ -143,14 +196,19 @@ def _dialect(blueprint: str | None) -> str:
 
 def _responses(dialect: str, view: str, method: str, path_params: bool) -> dict[str, Any]:
     ok: dict[str, Any] = {"application/json": {}}
-    if view in SCHEMAS and dialect in STREAMS:
+    if view in STREAMING:
         ok[STREAMS[dialect]] = {}
     if view in ("models.load_model", "models.create_model", "models.push_model",
                 "ollama.pull"):
         ok = {"application/json": {}, "text/plain": {}, "application/x-ndjson": {}}
     if view == "misc.root":
         ok = {"text/plain": {}}
+    if view in RESPONSES:
+        ok["application/json"] = {"schema": {"$ref": f"#/components/schemas/{RESPONSES[view]}"}}
     out: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+    if view in STREAMING:
+        when = "unless `stream` is false" if dialect == "ollama" else "when `stream` is true"
+        out["200"]["description"] = f"OK: one JSON object, or a stream ({STREAMS[dialect]}) {when}"
     if view == "models.tag_model":
         out = {"201": {"description": "Created", "content": ok}}
     if view == "engines.configure":  # DMR accepts with an empty 202
@@ -159,10 +217,10 @@ def _responses(dialect: str, view: str, method: str, path_params: bool) -> dict[
     statuses = _ERROR_STATUSES[dialect]
     if view == "ollama.unsupported":  # Modelfile builds and pushes: always Not Implemented
         out, statuses = {}, (501,)
-    if view == "ollama.delete":  # Ollama answers a bare 200
-        out = {"200": {"description": "Deleted"}}
+    if view in ("ollama.delete", "ollama.copy"):  # Ollama answers a bare 200
+        out = {"200": {"description": "Deleted" if view == "ollama.delete" else "Copied"}}
     if method == "GET":
-        statuses = tuple(s for s in statuses if s not in (409, 413))
+        statuses = tuple(s for s in statuses if s not in _BODY_STATUSES)
     for status in statuses:
         out[str(status)] = error
     if path_params and dialect != "plain":

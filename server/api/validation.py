@@ -16,9 +16,9 @@ import jsonschema
 from flask import request
 from jsonschema.exceptions import relevance
 from referencing import Registry, Resource
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from ..core.errors import InvalidRequest, PayloadTooLarge
+from ..core.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 SCHEMA_DIR = resources.files(__package__) / "schemas"
 
@@ -133,6 +133,12 @@ def json_body() -> dict[str, Any]:
     except RequestEntityTooLarge as exc:
         raise PayloadTooLarge("request body too large (the limit is "
                               f"{request.max_content_length or 0} bytes)") from exc
+    except ClientDisconnected as exc:
+        if isinstance(exc.__context__, TimeoutError):  # the worker's client_timeout
+            raise RequestTimeout("the request body stopped arriving before it was complete "
+                                 "(no data for too long); send it without pauses") from exc
+        raise InvalidRequest("the request body ended before Content-Length bytes arrived") \
+            from exc
     if not raw.strip():
         raise InvalidRequest("request body is empty; send a JSON object")
     try:

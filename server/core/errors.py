@@ -101,6 +101,28 @@ class Overloaded(DMRError):
         self.retry_after = retry_after
 
 
+class RequestTimeout(DMRError):
+    """The client took longer than `client_timeout` to send its request."""
+
+    status = 408
+    kind = "request_timeout"
+
+
+class ModelLoadFailed(DMRError):
+    """The model's file cannot be loaded (corrupt, truncated, or not a model llama.cpp knows).
+
+    A 422, not a 500: retrying will not help, pulling or packaging the model again will, and
+    every other model keeps serving."""
+
+    status = 422
+    kind = "model_load_failed"
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"model {name} cannot be loaded: {reason}; remove it and pull it "
+                         "again", param="model")
+        self.reason = reason
+
+
 class EngineFailure(DMRError):
     """The engine failed on a well-formed request (a real server fault)."""
 

@@ -351,11 +351,13 @@ def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Ev
     n_tokens = 0
     stop_sequence = None
     reason = "length"
+    timed_out = False
     for item in stream:
         if isinstance(item, GenerationEnd):
             usage.cached_tokens = max(usage.cached_tokens, item.cached_tokens)
             if stop_sequence is None:
                 reason = "stop" if item.reason == "stop" else "length"
+                timed_out = item.reason == "timeout"
             break
         if stop_sequence is not None:
             continue  # tokens decoded after the stop matched, before the cancel took effect
@@ -378,7 +380,7 @@ def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Ev
     usage.generation_seconds += now - (first_token or now)
     if post.n_calls and reason == "stop":
         reason = "tool_calls"
-    yield ChoiceDone(i, reason, stop_sequence)
+    yield ChoiceDone(i, reason, stop_sequence, timed_out)
 
 
 class _PostProcessor:

@@ -15,13 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.store import ModelStore, StoredModel
-from .errors import EngineFailure, EngineNotFound, EngineNotInstalled
+from .errors import EngineFailure, EngineNotFound, EngineNotInstalled, ModelLoadFailed
 
 log = logging.getLogger(__name__)
 
 #: Engines Docker Model Runner knows; a request may name any of them in the URL.
 KNOWN_ENGINES = ("llama.cpp", "vllm", "mlx", "sglang", "diffusers")
 DEFAULT_ENGINE = "llama.cpp"
+
+
+def _check_file(stored: StoredModel) -> None:
+    """A weights file that is missing or not the size its manifest says was damaged after the
+    pull (verified then); say so plainly instead of letting the engine guess."""
+    try:
+        size = stored.gguf_path.stat().st_size
+    except FileNotFoundError:
+        raise ModelLoadFailed(stored.name, "its weights file is missing from the store") from None
+    if stored.gguf_size and size != stored.gguf_size:
+        raise ModelLoadFailed(stored.name, f"its weights file has {size} bytes but should have "
+                              f"{stored.gguf_size} (truncated or overwritten)")
 
 
 @dataclass
@@ -114,7 +126,11 @@ class Runtime:
                 options = {"context_size": stored.config.get("context_size")}
                 if configured is not None:
                     options.update(configured.load_options())
+                _check_file(stored)
                 model = self.engines[engine_name].load(str(stored.gguf_path), **options)
+            except ModelLoadFailed as exc:
+                log.warning("cannot load %s: %s", stored.name, exc.reason)
+                raise ModelLoadFailed(stored.name, exc.reason) from exc
             except EngineFailure:
                 raise
             except Exception as exc:

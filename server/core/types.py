@@ -187,6 +187,8 @@ class ChoiceDone:
     finish_reason: FinishReason
     #: The stop sequence that ended the text, when one did.
     stop_sequence: str | None = None
+    #: The server's request timeout ended it (finish_reason is then "length").
+    timed_out: bool = False
 
 
 @dataclass

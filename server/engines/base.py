@@ -51,7 +51,8 @@ class Token:
 
 @dataclass
 class GenerationEnd:
-    #: "stop" (end-of-generation token), "length" (max tokens or context full)
+    #: "stop" (end-of-generation token), "length" (max tokens or context full), "timeout"
+    #: (the request timeout ran out; answered like "length"), "cancelled"
     reason: str
     n_generated: int
     cached_tokens: int

@@ -28,7 +28,13 @@ import llama_cpp as L
 import numpy as np
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from ..core.errors import ContextTooLong, EngineFailure, InvalidRequest, Overloaded
+from ..core.errors import (
+    ContextTooLong,
+    EngineFailure,
+    InvalidRequest,
+    ModelLoadFailed,
+    Overloaded,
+)
 from .base import GenerationEnd, GenerationJob, ModelInfo, Token
 
 log = logging.getLogger(__name__)
@@ -41,10 +47,43 @@ _backend_ready = False
 _backend_lock = threading.Lock()
 
 
+#: Per thread: llama.cpp's error lines while a model loads, to say why a load failed.
+_load_errors = threading.local()
+
+
 @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 def _quiet_log(level, text, user_data):  # pragma: no cover - called from C
     if level == 4 and text:  # GGML_LOG_LEVEL_ERROR
-        log.error("llama.cpp: %s", text.decode(errors="replace").rstrip())
+        line = text.decode(errors="replace").rstrip()
+        log.error("llama.cpp: %s", line)
+        lines = getattr(_load_errors, "lines", None)
+        if lines is not None:
+            lines.append(line)
+
+
+def _first_cause(lines: list[str]) -> str:
+    """The line that says what is wrong, not the "failed to load" lines around it."""
+    for line in lines:
+        cause = line.split("error loading model: ", 1)[1] if "error loading model: " in line \
+            else line.split(": ", 1)[-1]
+        if "failed to" not in cause:
+            return cause
+    return ""
+
+
+def _load_model_file(path: str) -> Any:
+    """llama_model_load_from_file, with llama.cpp's own words when it refuses the file."""
+    _load_errors.lines = []
+    try:
+        model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
+        reasons = _load_errors.lines
+    finally:
+        _load_errors.lines = None
+    if not model:
+        detail = _first_cause(reasons)
+        raise ModelLoadFailed(path, "llama.cpp rejected its file"
+                              + (f" ({detail})" if detail else ""))
+    return model
 
 
 def _init_backend() -> None:
@@ -66,6 +105,8 @@ class EngineSettings:
     max_queue: int = 64
     #: KV cells shared by all slots; 0 = context_size x parallel (every slot full at once).
     kv_tokens: int = 0
+    #: Seconds a sequence may wait plus generate; 0 = no limit.
+    request_timeout: float = 0.0
 
 
 @dataclass
@@ -91,6 +132,7 @@ class _Sequence:
         self.cached_tokens: int | None = None
         self.t_admitted = 0.0
         self.t_first = 0.0
+        self.deadline = math.inf
 
     @property
     def prefilling(self) -> bool:
@@ -178,10 +220,7 @@ class LlamaCppModel:
     def __init__(self, path: str, settings: EngineSettings):
         _init_backend()
         self._settings = settings
-        mparams = L.llama_model_default_params()
-        self._model = L.llama_model_load_from_file(path.encode(), mparams)
-        if not self._model:
-            raise EngineFailure(f"llama.cpp could not load the model file {path}")
+        self._model = _load_model_file(path)
         self._vocab = L.llama_model_get_vocab(self._model)
         self._pieces: dict[int, bytes] = {}
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
@@ -338,6 +377,8 @@ class LlamaCppModel:
                 raise Overloaded(f"{len(self._pending)} requests are already waiting for this "
                                  "model; retry later")
         seq = _Sequence(prepared, self._make_sampler(prepared))
+        if self._settings.request_timeout > 0:
+            seq.deadline = time.monotonic() + self._settings.request_timeout
         with self._cv:
             if not self._running:
                 L.llama_sampler_free(seq.sampler)
@@ -392,6 +433,7 @@ class LlamaCppModel:
                         break
                     embed_jobs, self._embed_jobs = self._embed_jobs, []
                     self._reap_cancelled()
+                    self._expire_overdue()
                     self._admit()
                 for inputs, future in embed_jobs:
                     self._run_embedding(inputs, future)
@@ -429,6 +471,26 @@ class LlamaCppModel:
         for slot in self._busy_slots():
             if slot.sequence.cancelled:
                 self._end(slot.sequence, "cancelled")
+
+    def _expire_overdue(self) -> None:
+        """Enforce the request timeout. A sequence that has generated text ends as if
+        max_tokens ran out, keeping it; one that has not (still waiting for a slot, or its
+        prompt still being read) is refused as overloaded, which clients retry later."""
+        now = time.monotonic()
+        overdue = [s for s in self._pending if s.deadline <= now]
+        overdue += [slot.sequence for slot in self._busy_slots()
+                    if slot.sequence.deadline <= now]
+        for seq in overdue:
+            if seq in self._pending:
+                self._pending.remove(seq)
+            if seq.n_generated:
+                log.warning("request timeout (%g s): ending a sequence after %d tokens",
+                            self._settings.request_timeout, seq.n_generated)
+                self._end(seq, "timeout")
+            else:
+                self._finish(seq, Overloaded(
+                    f"the request timeout ({self._settings.request_timeout:g} s) ran out "
+                    "before the first token; the server is busy, retry later"))
 
     def _admit(self) -> None:
         """Move waiting sequences into free slots, reusing cached prompt prefixes.

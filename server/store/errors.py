@@ -38,3 +38,11 @@ class UnsupportedMediaType(DMRError):
 
 class DigestMismatch(RegistryError):
     """Downloaded bytes do not hash to the digest the manifest promised: nothing is kept."""
+
+
+class InsufficientStorage(DMRError):
+    """The model does not fit on the disk holding the store (checked before a pull starts,
+    and when the disk fills up during one). What was downloaded is kept for the next pull."""
+
+    status = 507
+    kind = "insufficient_storage"

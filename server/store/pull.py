@@ -10,8 +10,11 @@ recorded (and so visible) only after every blob is in place.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +22,9 @@ from collections.abc import Callable, Iterator
 import requests
 
 from . import artifact, huggingface, reference
-from .artifact import Descriptor, Manifest
-from .errors import RegistryError, RegistryUnreachable
+from .artifact import Descriptor, Manifest, human_size
+from .blobfile import partial_size
+from .errors import InsufficientStorage, RegistryError, RegistryUnreachable
 from .progress import PULL, Event, LayerProgress, Notice, Throttle
 from .registry import Registry
 from .store import ModelStore
@@ -40,6 +44,31 @@ def insecure_registries() -> set[str]:
 
 
 Opener = Callable[[int], tuple[requests.Response, int]]
+
+
+def check_space(store: ModelStore, blobs: list[tuple[str | None, int]]) -> None:
+    """Refuse a pull that cannot fit before anything is downloaded. `blobs` are (digest or
+    None when unknown, size); stored or partly downloaded blobs only need what is missing."""
+    needed = sum(size - (partial_size(store.blob_path(digest)) if digest else 0)
+                 for digest, size in blobs if not (digest and store.has_blob(digest)))
+    free = shutil.disk_usage(store.root).free
+    if needed > free:
+        raise InsufficientStorage(
+            f"not enough disk space for this model in {store.root}: it needs "
+            f"{human_size(needed)} more and {human_size(free)} is free")
+
+
+@contextlib.contextmanager
+def disk_full_is_clear(store: ModelStore) -> Iterator[None]:
+    """A disk that fills up during a pull (another process wrote to it) says so plainly."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InsufficientStorage(
+            f"the disk holding {store.root} is full; what was downloaded is kept: free some "
+            "space and pull again to continue where it stopped") from exc
 
 
 def download(store: ModelStore, blob: Descriptor, opener: Opener, total: int
@@ -128,6 +157,10 @@ class RegistryPull(Pull):
         if self.store.find(self.model_id) is not None:
             yield from self._cached(self.model_id)
             return
+        with disk_full_is_clear(self.store):
+            yield from self._download()
+
+    def _download(self) -> Iterator[Event]:
         config = self.manifest.config
         if not self.store.has_blob(config.digest):
             data = self.client.blob_bytes(config.digest)
@@ -149,6 +182,10 @@ class HuggingFacePull(Pull):
         self.files = files
 
     def events(self) -> Iterator[Event]:
+        with disk_full_is_clear(self.store):
+            yield from self._download()
+
+    def _download(self) -> Iterator[Event]:
         total = sum(f.size for f in self.files)
         layers = []
         for file, media_type in zip(self.files, (artifact.DMR_GGUF, artifact.DMR_MMPROJ),
@@ -193,6 +230,8 @@ def prepare_pull(store: ModelStore, text: str, bearer_token: str | None = None) 
             raise
         return CachedPull(store, ref, cached.id, warning=f"{exc.message}; using the local copy")
     manifest = artifact.parse_manifest(raw, media_type)
+    if store.find(digest) is None:
+        check_space(store, [(b.digest, b.size) for b in [manifest.config, *manifest.layers]])
     return RegistryPull(store, ref, client, manifest, digest)
 
 
@@ -204,4 +243,5 @@ def _prepare_hf(store: ModelStore, ref: reference.Reference, token: str | None) 
         return CachedPull(store, ref, cached.id)
     hub = huggingface.HuggingFace(ref.repository, token=token)
     weights, mmproj = huggingface.choose(hub.files(), ref.tag)
+    check_space(store, [(f.digest, f.size) for f in (weights, mmproj) if f is not None])
     return HuggingFacePull(store, ref, hub, [weights] + ([mmproj] if mmproj else []))

@@ -46,6 +46,8 @@ class StoredModel:
     gguf_path: Path
     size: int
     files: list[str] = field(default_factory=list)
+    #: Bytes the weights file has according to the manifest (checked before loading).
+    gguf_size: int = 0
     #: Optional layers of the artifact, when it has them.
     chat_template_path: Path | None = None
     mmproj_path: Path | None = None
@@ -305,6 +307,7 @@ class ModelStore:
             gguf_path=self.blob_path(weights.digest),
             size=sum(layer.size for layer in manifest.layers),
             files=list(entry["files"]),
+            gguf_size=weights.size,
             chat_template_path=self.blob_path(template.digest) if template else None,
             mmproj_path=self.blob_path(mmproj.digest) if mmproj else None,
         )

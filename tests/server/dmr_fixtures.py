@@ -165,17 +165,20 @@ def tiny_gguf(n_values: int = 4096, seed: int = 1) -> bytes:
 
 
 class Proxy:
-    """Forwards to a registry; can demand Basic or Bearer auth and cut one blob download.
+    """Forwards to a registry; can demand Basic or Bearer auth, cut one blob download, or
+    send blobs slowly (`delay` seconds per 64 KiB), so a test can act in the middle of a pull.
 
     `requests` records (method, path, range header) of everything forwarded.
     """
 
     USER, PASSWORD, TOKEN = "alice", "s3cret", "tok-123"
 
-    def __init__(self, upstream: str, *, auth: str | None = None, cut_after: int | None = None):
+    def __init__(self, upstream: str, *, auth: str | None = None, cut_after: int | None = None,
+                 delay: float = 0.0):
         self.upstream = upstream
         self.auth = auth
         self.cut_after = cut_after
+        self.delay = delay
         self.requests: list[tuple[str, str, str | None]] = []
         self.token_requests: list[dict[str, str]] = []
         proxy = self
@@ -268,8 +271,13 @@ class Proxy:
                 handler.close_connection = True
                 handler.connection.shutdown(socket.SHUT_RDWR)
                 return
-            handler.wfile.write(chunk)
+            try:
+                handler.wfile.write(chunk)
+            except OSError:  # the puller went away (a test killed it)
+                return
             sent += len(chunk)
+            if self.delay and "/blobs/" in handler.path:
+                time.sleep(self.delay)
 
 
 # ------------------------------------------------------------------------ fake Hugging Face

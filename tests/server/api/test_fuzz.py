@@ -1,5 +1,7 @@
 """Schemathesis fuzzing of the live server with the document it serves at /openapi.json: no
-5xx, and statuses and content types as documented.
+5xx, and statuses, content types and JSON bodies (success and error answers) as documented.
+Fuzzed requests mostly meet errors, so known-good requests check every documented success
+answer against its schema too.
 
 Bounded so it fits the suite: a server of its own with a 512-token context, few examples
 per operation, generated token budgets capped by a hook, destructive routes excluded.
@@ -14,7 +16,11 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from server.api import openapi
 from server.api.ollama_codec import timestamp
@@ -83,9 +89,18 @@ def fuzz_server(tmp_path_factory):
         server.stop()
 
 
+#: What every answer is checked for: no server error, and status, media type and body (JSON
+#: bodies against their response schema; streams by media type only) as documented.
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+
+#: The same document the server serves (test_openapi keeps docs/openapi.json equal).
+DOCUMENT = openapi.document(openapi.standalone_app())
+
+
 def _schema():
-    """The same document the server serves (test_openapi keeps docs/openapi.json equal)."""
-    schema = schemathesis.openapi.from_dict(openapi.document(openapi.standalone_app()))
+    """DOCUMENT without the routes fuzzing must not call."""
+    schema = schemathesis.openapi.from_dict(DOCUMENT)
     for method, path in EXCLUDED:
         schema = schema.exclude(method=method, path=path)
     # The /v1 and /anthropic/v1 aliases mount the very views fuzzed under /engines/v1 and
@@ -102,14 +117,86 @@ def test_live_server_serves_the_fuzzed_document(fuzz_server):
     assert response.json() == json.loads(json.dumps(schema.raw_schema))
 
 
+_CHAT = [{"role": "user", "content": "Say hi"}]
+_TOOL = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+#: Requests each answered with a 200 (201 for a tag): (method, path, path parameters or query,
+#: body). Small token budgets; the generation ones also load the model for /api/ps.
+GOOD_REQUESTS = [
+    ("POST", "/engines/v1/chat/completions", None,
+     {"model": MODEL, "messages": _CHAT, "max_tokens": 3, "n": 2, "logprobs": True,
+      "top_logprobs": 1}),
+    ("POST", "/engines/v1/chat/completions", None,
+     {"model": MODEL, "messages": _CHAT, "max_tokens": 24, "tool_choice": "required",
+      "tools": [{"type": "function", "function": {"name": "f", "parameters": _TOOL}}]}),
+    ("POST", "/engines/v1/completions", None,
+     {"model": MODEL, "prompt": ["Hi", "Yo"], "max_tokens": 2, "echo": True, "logprobs": 1}),
+    ("POST", "/engines/v1/embeddings", None, {"model": MODEL, "input": ["a", "b"]}),
+    ("POST", "/engines/v1/embeddings", None,
+     {"model": MODEL, "input": "a", "encoding_format": "base64", "dimensions": 4}),
+    ("GET", "/engines/v1/models", None, None),
+    ("GET", "/engines/v1/models/{name}", {"name": MODEL}, None),
+    ("POST", "/engines/v1/messages", None,
+     {"model": MODEL, "max_tokens": 8, "messages": _CHAT,
+      "thinking": {"type": "enabled", "budget_tokens": 3}}),
+    ("POST", "/engines/v1/messages", None,
+     {"model": MODEL, "max_tokens": 24, "messages": _CHAT, "tool_choice": {"type": "any"},
+      "tools": [{"name": "f", "input_schema": _TOOL}]}),
+    ("POST", "/engines/v1/messages/count_tokens", None, {"model": MODEL, "messages": _CHAT}),
+    ("POST", "/api/chat", None,
+     {"model": MODEL, "messages": _CHAT, "stream": False, "think": True, "logprobs": True,
+      "options": {"num_predict": 3}}),
+    ("POST", "/api/chat", None, {"model": MODEL, "stream": False}),
+    ("POST", "/api/generate", None,
+     {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 3}}),
+    ("POST", "/api/generate", None,
+     {"model": MODEL, "prompt": "Hi", "raw": True, "stream": False, "options": {"num_predict": 2}}),
+    ("POST", "/api/embed", None, {"model": MODEL, "input": ["a", "b"], "dimensions": 4}),
+    ("POST", "/api/embeddings", None, {"model": MODEL, "prompt": "a"}),
+    ("GET", "/api/tags", None, None),
+    ("GET", "/api/ps", None, None),
+    ("POST", "/api/show", None, {"model": MODEL}),
+    ("GET", "/api/version", None, None),
+    ("GET", "/models", None, None),
+    ("GET", "/models/{name}", {"name": MODEL}, None),
+    ("POST", "/models/{name}/tag", {"name": MODEL, "repo": "fuzz/copy", "tag": "t"}, None),
+    ("DELETE", "/models/{name}", {"name": "fuzz/copy:t"}, None),
+    ("GET", "/engines/status", None, None),
+    ("GET", "/engines/ps", None, None),
+    ("GET", "/engines/df", None, None),
+    ("POST", "/engines/unload", None, {"models": ["fuzz/none"]}),
+    ("GET", "/health", None, None),
+    ("GET", "/version", None, None),
+]
+
+
+@pytest.mark.timeout(180)
+def test_good_requests_get_documented_answers(fuzz_server):
+    """Each success answer matches its response schema (runs before fuzzing changes the
+    store), and the document gives a schema for every one of them."""
+    full = schemathesis.openapi.from_dict(DOCUMENT)
+    for method, path, params, body in GOOD_REQUESTS:
+        operation = full[path][method]
+        names = {p["name"] for p in DOCUMENT["paths"][path][method.lower()].get("parameters", [])
+                 if p["in"] == "path"}
+        params = params or {}
+        kwargs = {} if body is None else {"body": body, "media_type": "application/json"}
+        case = operation.Case(path_parameters={k: v for k, v in params.items() if k in names},
+                              query={k: v for k, v in params.items() if k not in names} or None,
+                              **kwargs)
+        response = case.call_and_validate(base_url=fuzz_server.url, timeout=60, checks=CHECKS)
+        status = 201 if path.endswith("/tag") else 200
+        assert response.status_code == status, (method, path, response.text[:300])
+        content = DOCUMENT["paths"][path][method.lower()]["responses"][str(status)]["content"]
+        assert "schema" in content["application/json"], (method, path)
+
+
 @schema.parametrize()
 @settings(max_examples=10, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 @pytest.mark.timeout(120)
 def test_fuzz(case, fuzz_server):
-    case.call_and_validate(base_url=fuzz_server.url, timeout=30,
-                           checks=[not_a_server_error, status_code_conformance,
-                                   content_type_conformance])
+    case.call_and_validate(base_url=fuzz_server.url, timeout=30, checks=CHECKS)
 
 
 # ------------------------------------------------- regressions: 5xx that fuzzing found

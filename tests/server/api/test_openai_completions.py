@@ -42,6 +42,21 @@ def test_logprobs(openai_client):
     assert all(len(top) <= 2 for top in lp.top_logprobs)
 
 
+def test_text_offsets_index_the_returned_text(openai_client):
+    """text_offset counts the echoed prompt, and keeps counting across stream chunks."""
+    reply = openai_client.completions.create(model="ai/smollm2", prompt="1, 2, 3,", max_tokens=3,
+                                             temperature=0, logprobs=1, echo=True)
+    text, lp = reply.choices[0].text, reply.choices[0].logprobs
+    assert lp.text_offset[0] == len("1, 2, 3,")
+    assert all(text.startswith(t, o) for t, o in zip(lp.tokens, lp.text_offset, strict=True))
+    chunks = list(openai_client.completions.create(
+        model="ai/smollm2", prompt="1, 2, 3,", max_tokens=3, temperature=0, logprobs=1,
+        stream=True))
+    offsets = [o for c in chunks if c.choices and c.choices[0].logprobs
+               for o in c.choices[0].logprobs.text_offset]
+    assert offsets == [o - len("1, 2, 3,") for o in lp.text_offset]  # same tokens, no echo
+
+
 def test_stream(openai_client):
     chunks = list(openai_client.completions.create(
         model="ai/smollm2", prompt="Count: 1, 2,", max_tokens=5, temperature=0, stream=True,
