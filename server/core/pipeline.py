@@ -178,16 +178,26 @@ def tokenize_prompt(model, text: str) -> list[int]:
 
 def count_chat_tokens(runtime: Runtime, req: ChatRequest) -> int:
     with runtime.use(req.model, req.engine) as lease:
-        prompt = build_prompt(lease.model.info, req)
+        prompt = build_prompt(lease.model.info, _configured(runtime, lease, req))
         return len(tokenize_prompt(lease.model, prompt.text))
 
 
 # ------------------------------------------------------------------------------ generation
 
 
+def _configured(runtime: Runtime, lease: Lease, req: ChatRequest) -> ChatRequest:
+    """The request as the model's runner configuration shapes it (its reasoning budget)."""
+    config = runtime.configs.get(lease.stored.id) if runtime.configs else None
+    budget = config.reasoning_budget if config is not None else None
+    thinking = reasoning.with_configured_budget(req.thinking, budget,
+                                                lease.model.info.chat_template)
+    return req if thinking == req.thinking else dataclasses.replace(req, thinking=thinking)
+
+
 def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
     lease = runtime.acquire(req.model, req.engine, req.keep_alive)
     try:
+        req = _configured(runtime, lease, req)
         model = lease.model
         prompt = build_prompt(model.info, req)
         tokens = tokenize_prompt(model, prompt.text)

@@ -39,6 +39,23 @@ def native(chat_template: str | None) -> bool:
     return bool(chat_template) and OPEN in chat_template
 
 
+def with_configured_budget(thinking: Thinking, budget: int | None,
+                           chat_template: str | None) -> Thinking:
+    """Apply a model's configured reasoning budget (`dmr configure --reasoning-budget`, as
+    llama.cpp's flag): 0 turns thinking off and N caps it for requests that do not say
+    otherwise; a request's own budget is capped by N; -1 or None changes nothing. A model that
+    does not reason by itself is not made to think by a budget alone."""
+    if budget is None or budget < 0:
+        return thinking
+    if budget == 0:
+        return Thinking(False, None) if thinking.enabled is None else thinking
+    if thinking.enabled:
+        return Thinking(True, min(thinking.budget_tokens or budget, budget))
+    if thinking.enabled is None and native(chat_template):
+        return Thinking(True, budget)
+    return thinking
+
+
 def two_phase(chat_template: str | None, thinking: Thinking) -> bool:
     """Thinking enabled, and either the model needs prompting or a budget must be enforced.
 

@@ -129,3 +129,29 @@ def test_configure_applies_and_survives_a_restart(store_server, registry_model):
     [shown] = requests.get(f"{url}/engines/_configure").json()
     assert "context-size" not in shown["Config"] and shown["Config"]["keep_alive"] == "10m0s"
     assert _chat(url, registry_model, LONG_PROMPT).status_code == 200
+
+
+def test_configured_reasoning_budget_caps_thinking(store_server, registry_model):
+    """`configure --reasoning-budget N` caps the thinking of requests that ask for more."""
+    from server.core.reasoning import LEAD_IN
+
+    url = store_server.url
+    ensure_pulled(url, registry_model)
+
+    def thinking_words() -> int:
+        r = requests.post(f"{url}/v1/messages", json={
+            "model": registry_model, "max_tokens": 1100,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "Explain in depth how tides work."}]})
+        assert r.status_code == 200, r.text
+        [thinking] = [b["thinking"] for b in r.json()["content"] if b["type"] == "thinking"]
+        return len(thinking[len(LEAD_IN):].split())
+
+    for budget in (6, 1):
+        assert requests.post(f"{url}/engines/_configure", json={
+            "model": registry_model, "llamacpp": {"reasoning-budget": budget}}).status_code == 202
+        # Every word is at least one token, so a capped thinking has at most `budget` words.
+        assert thinking_words() <= budget
+    assert requests.post(f"{url}/engines/_configure", json={
+        "model": registry_model, "llamacpp": {"reasoning-budget": -1}}).status_code == 202
+    assert thinking_words() > 6  # unlimited again: the request's own budget of 1024 rules

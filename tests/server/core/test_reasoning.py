@@ -154,3 +154,21 @@ def test_tool_calls_of_the_answer_pass_through():
 def test_thinking_that_spends_max_tokens_leaves_no_answer():
     events, calls, _ = run(["a", "b"], [], max_new=2, think_tokens=2)
     assert calls == [] and events[-1] == ChoiceDone(0, "length")
+
+
+def test_configured_reasoning_budget():
+    apply = reasoning.with_configured_budget
+    silent, on, off = Thinking(), Thinking(True, 500), Thinking(False)
+    for budget in (None, -1):  # not configured, or unlimited: nothing changes
+        assert apply(silent, budget, NATIVE) == silent and apply(on, budget, CHATML) == on
+    # 0 turns thinking off unless the request asks for it.
+    assert apply(silent, 0, NATIVE) == Thinking(False, None)
+    assert apply(on, 0, NATIVE) == on
+    # N caps a request's budget, and gives a native model's silent requests that budget...
+    assert apply(on, 64, CHATML) == Thinking(True, 64)
+    assert apply(Thinking(True, 10), 64, CHATML) == Thinking(True, 10)
+    assert apply(Thinking(True, None), 64, CHATML) == Thinking(True, 64)
+    assert apply(silent, 64, NATIVE) == Thinking(True, 64)
+    # ...but does not make a model that does not reason by itself think, nor override "off".
+    assert apply(silent, 64, CHATML) == silent
+    assert apply(off, 64, NATIVE) == off
