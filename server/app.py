@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response
 
-from .api import anthropic, misc, models, ollama, openai, openapi
+from .api import anthropic, metrics, misc, models, ollama, openai, openapi
 from .api import engines as engines_api
 from .api import security as security_api
 from .config import Settings
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     security_api.register(app, settings.cors_origins, settings.api_keys)
 
     app.register_blueprint(misc.bp)
+    metrics.register(app)
     app.register_blueprint(openapi.bp)
     openai.register(app)
     anthropic.register(app)

@@ -201,6 +201,8 @@ def _responses(dialect: str, view: str, method: str, path_params: bool) -> dict[
     if view in ("models.load_model", "models.create_model", "models.push_model",
                 "ollama.pull"):
         ok = {"application/json": {}, "text/plain": {}, "application/x-ndjson": {}}
+    if view == "metrics.metrics":
+        ok = {"text/plain": {}}  # Prometheus' text exposition format
     if view == "misc.root":
         ok = {"text/plain": {}}
     if view in RESPONSES:

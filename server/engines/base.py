@@ -60,6 +60,22 @@ class GenerationEnd:
     generation_seconds: float
 
 
+@dataclass
+class EngineStats:
+    """Counters and gauges of one loaded model, for /metrics (totals since it loaded)."""
+
+    prompt_tokens: int = 0  # prompt tokens decoded (cached prefixes not counted)
+    prompt_seconds: float = 0.0  # admission to first token, summed over requests
+    predicted_tokens: int = 0
+    predicted_seconds: float = 0.0  # first token to the end, summed over requests
+    decodes: int = 0  # decode calls (each one batch)
+    busy_slots: int = 0  # generating sequences, summed over decode calls
+    requests_processing: int = 0  # now: sequences in a slot
+    requests_deferred: int = 0  # now: waiting for a slot
+    kv_cache_tokens: int = 0  # now: tokens held in the KV cache
+    kv_cache_size: int = 0  # the KV cache's cells
+
+
 class TokenStream(Protocol):
     """Tokens of one sequence, then a GenerationEnd.
 
@@ -89,5 +105,7 @@ class LoadedModel(Protocol):
     def embed(self, inputs: list[list[int]]) -> list[list[float]]: ...
 
     def busy(self) -> bool: ...
+
+    def stats(self) -> EngineStats: ...
 
     def unload(self) -> None: ...

@@ -35,7 +35,7 @@ from ..core.errors import (
     ModelLoadFailed,
     Overloaded,
 )
-from .base import GenerationEnd, GenerationJob, ModelInfo, Token
+from .base import EngineStats, GenerationEnd, GenerationJob, ModelInfo, Token
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,8 @@ class LlamaCppModel:
         self._cv = threading.Condition()
         self._running = True
         self._active = 0
+        #: Totals; written by the scheduler thread only, read by stats().
+        self._totals = EngineStats()
         self._thread = threading.Thread(target=self._loop, name="llama-scheduler", daemon=True)
         self._thread.start()
 
@@ -410,6 +412,15 @@ class LlamaCppModel:
         with self._cv:
             return self._active > 0
 
+    def stats(self) -> EngineStats:
+        with self._cv:
+            busy = self._busy_slots()
+            return dataclasses.replace(
+                self._totals, requests_processing=len(busy),
+                requests_deferred=len(self._pending),
+                kv_cache_tokens=sum(len(slot.cache) for slot in self._slots),
+                kv_cache_size=self._kv_tokens)
+
     def unload(self) -> None:
         with self._cv:
             self._running = False
@@ -461,6 +472,9 @@ class LlamaCppModel:
     def _end(self, seq: _Sequence, reason: str) -> None:
         now = time.monotonic()
         first = seq.t_first or now
+        self._totals.prompt_seconds += first - seq.t_admitted
+        self._totals.predicted_seconds += now - first
+        self._totals.predicted_tokens += seq.n_generated
         self._finish(seq, GenerationEnd(reason, seq.n_generated, seq.cached_tokens or 0,
                                         first - seq.t_admitted, now - first))
 
@@ -591,7 +605,11 @@ class LlamaCppModel:
         if ret != 0:
             self._recover_from_full_cache(ret, added)
             return
+        self._totals.decodes += 1
+        self._totals.busy_slots += len(active)
         for seq, tokens in added:
+            if seq.pending is None:
+                self._totals.prompt_tokens += len(tokens)
             seq.slot.cache.extend(tokens)
             seq.n_past += len(tokens)
             if seq.pending is None:
