@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         "llama.cpp": LlamaCppEngine(EngineSettings(
             context_size=settings.context_size, parallel=settings.parallel,
             threads=settings.threads, max_queue=settings.max_queue,
-            kv_tokens=settings.kv_cache_tokens, request_timeout=settings.request_timeout)),
+            kv_tokens=settings.kv_cache_tokens, request_timeout=settings.request_timeout,
+            kv_unified=settings.kv_unified)),
     }
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
                       configs=RunnerConfigs(settings.models_dir))

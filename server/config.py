@@ -75,6 +75,11 @@ class Settings:
     #: KV cache cells shared by a model's slots; 0 = context_size x parallel. Smaller pools
     #: save memory on big models: when full, sequences are preempted and resumed later.
     kv_cache_tokens: int = 0
+    #: One KV cache for all of a model's slots instead of one per slot: less memory when slots
+    #: share long prefixes, but each sequence's attention then spans every slot's cached
+    #: tokens (measured: 2x slower prefill with stale prefixes in 7 other slots). Implied by
+    #: kv_cache_tokens.
+    kv_unified: bool = False
     #: llama.cpp threads per model; never more than the cores (oversubscription collapses ~50x).
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     #: Idle seconds before a loaded model is unloaded; negative keeps it forever.
@@ -145,6 +150,7 @@ _ENV = {
     "DMR_HTTP_THREADS": "http_threads",
     "DMR_MAX_QUEUE": "max_queue",
     "DMR_KV_CACHE_TOKENS": "kv_cache_tokens",
+    "DMR_KV_UNIFIED": "kv_unified",
     "DMR_ORIGINS": "cors_origins",
     "DMR_API_KEYS": "api_keys",
     "DMR_REQUEST_TIMEOUT": "request_timeout",
@@ -168,6 +174,6 @@ def _coerce(key: str, value: Any) -> Any:
     if key in ("cors_origins", "api_keys"):
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [str(item).strip() for item in items if str(item).strip()]
-    if key == "import_default_model":
+    if key in ("import_default_model", "kv_unified"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     return value

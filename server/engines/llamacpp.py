@@ -107,6 +107,13 @@ class EngineSettings:
     kv_tokens: int = 0
     #: Seconds a sequence may wait plus generate; 0 = no limit.
     request_timeout: float = 0.0
+    #: One KV cache shared by all slots (prefix copies are free, but every sequence's
+    #: attention spans every slot's cells) instead of one per slot. A kv_tokens pool implies it.
+    kv_unified: bool = False
+
+    @property
+    def unified(self) -> bool:
+        return self.kv_unified or self.kv_tokens > 0
 
 
 @dataclass
@@ -229,7 +236,8 @@ class LlamaCppModel:
         self.info = self._read_info(n_ctx, n_ctx_train)
         self._kv_tokens = (max(settings.kv_tokens, n_ctx) if settings.kv_tokens
                            else n_ctx * settings.parallel)
-        self._ctx = self._new_context(self._kv_tokens, settings.parallel, embeddings=False)
+        self._ctx = self._new_context(self._kv_tokens, settings.parallel, embeddings=False,
+                                      unified=settings.unified)
         self._embed_ctx = None
         self._batch = L.llama_batch_init(settings.n_batch, 0, 1)
         self._slots = [_Slot(i) for i in range(settings.parallel)]
@@ -309,7 +317,7 @@ class LlamaCppModel:
     def detokenize(self, tokens: list[int]) -> str:
         return b"".join(self._piece(t) for t in tokens).decode(errors="replace")
 
-    def _new_context(self, n_ctx: int, n_seq: int, embeddings: bool):
+    def _new_context(self, n_ctx: int, n_seq: int, embeddings: bool, unified: bool = True):
         params = L.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_ctx if embeddings else self._settings.n_batch
@@ -317,7 +325,7 @@ class LlamaCppModel:
         params.n_seq_max = n_seq
         params.n_threads = self._settings.threads
         params.n_threads_batch = self._settings.threads
-        params.kv_unified = True
+        params.kv_unified = unified
         params.no_perf = True
         if embeddings:
             params.embeddings = True
@@ -511,8 +519,8 @@ class LlamaCppModel:
 
         The target is a free slot whose cached tokens are all a prefix of the prompt (nothing
         is lost by reusing it), else the least recently used free slot. If another slot (busy
-        or not) shares a longer prefix, its KV cells are copied over: with a unified KV cache
-        that only tags the cells, so a shared system prompt is prefilled once for everybody.
+        or not) shares a longer prefix, its KV cells are copied over (see _copy_prefix), so a
+        shared system prompt is prefilled once for everybody.
         """
         mem = L.llama_get_memory(self._ctx)
         while self._pending:
@@ -531,8 +539,7 @@ class LlamaCppModel:
                 self._pending.insert(0, seq)  # wait until a running sequence ends
                 return
             if source is not slot and lcps[source.seq_id] > lcps[slot.seq_id]:
-                L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
-                L.llama_memory_seq_cp(mem, source.seq_id, slot.seq_id, 0, reuse)
+                self._copy_prefix(source, slot, reuse)
                 slot.cache = prompt[:reuse]
             L.llama_memory_seq_rm(mem, slot.seq_id, keep, -1)
             del slot.cache[keep:]
@@ -541,6 +548,18 @@ class LlamaCppModel:
             if seq.cached_tokens is None:  # a preempted sequence keeps its first figure
                 seq.cached_tokens = keep
                 seq.t_admitted = time.monotonic()
+
+    def _copy_prefix(self, source: _Slot, target: _Slot, length: int) -> None:
+        """Give `target` the first `length` cached tokens of `source`. In a unified cache that
+        only tags cells; with a cache per slot, llama.cpp copies whole sequences between them
+        (the copy happens at the next decode), so copy it all and cut the rest."""
+        mem = L.llama_get_memory(self._ctx)
+        L.llama_memory_seq_rm(mem, target.seq_id, 0, -1)
+        if self._settings.unified:
+            L.llama_memory_seq_cp(mem, source.seq_id, target.seq_id, 0, length)
+        else:
+            L.llama_memory_seq_cp(mem, source.seq_id, target.seq_id, 0, -1)
+            L.llama_memory_seq_rm(mem, target.seq_id, length, -1)
 
     def _own_cells(self, slot: _Slot) -> int:
         """Cached tokens of `slot` that no other slot's cached prefix shares."""
@@ -551,6 +570,8 @@ class LlamaCppModel:
         """Free KV cells for `needed` more tokens by forgetting idle slots' cached prefixes
         (least recently used first, never those in `spare`). False when only running
         sequences hold the cells; a sequence with the cache to itself is always admitted."""
+        if not self._settings.unified:
+            return True  # each slot has a context's worth of cells of its own
         mem = L.llama_get_memory(self._ctx)
         # Counting every slot's tokens overcounts cells shared by copied prefixes: this errs
         # on the side of admitting less.

@@ -33,3 +33,17 @@ def test_threads_never_exceed_cores():
 def test_unknown_setting_is_an_error():
     with pytest.raises(ValueError, match="unknown setting"):
         Settings.from_mapping({"colour": "blue"})
+
+
+def test_timeouts_and_kv_layout_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DMR_REQUEST_TIMEOUT", "2m")
+    monkeypatch.setenv("DMR_CLIENT_TIMEOUT", "15")
+    monkeypatch.setenv("DMR_GRACEFUL_TIMEOUT", "45s")
+    monkeypatch.setenv("DMR_KV_UNIFIED", "true")
+    settings = Settings.load()
+    assert (settings.request_timeout, settings.client_timeout, settings.graceful_timeout) == (
+        120, 15, 45)
+    assert settings.kv_unified is True
+    defaults = Settings()
+    assert (defaults.request_timeout, defaults.client_timeout, defaults.graceful_timeout,
+            defaults.kv_unified) == (600, 60, 30, False)

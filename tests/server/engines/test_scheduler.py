@@ -67,13 +67,27 @@ def test_queue_beyond_its_bound_is_overloaded(small_pool_server):
     assert refused[0].headers["Retry-After"] and refused[0].json()["error"]["type"]
 
 
-def test_shared_system_prompt_is_prefilled_once(dmr_server):
+@pytest.fixture(scope="module")
+def unified_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("unified")
+    server = ServerProcess(base / "models", base / "server.log", env={"DMR_KV_UNIFIED": "1"})
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("layout", ["per_slot", "unified"])
+def test_shared_system_prompt_is_prefilled_once(request, layout):
     # A second conversation that shares a long system prompt with a finished one reuses its
-    # KV cells (copied between slots), so only its own messages are prefilled.
+    # KV cells (copied between slots), so only its own messages are prefilled. Both KV
+    # layouts: one cache per slot (the default) and one shared by all slots.
+    server = request.getfixturevalue("dmr_server" if layout == "per_slot" else "unified_server")
     system = "You are a terse assistant. " + "Remember these facts. " * 120
 
     def ask(user):
-        return requests.post(dmr_server.url + "/v1/chat/completions", json={
+        return requests.post(server.url + "/v1/chat/completions", json={
             "model": "ai/smollm2", "max_tokens": 2, "messages": [
                 {"role": "system", "content": system}, {"role": "user", "content": user}]}).json()
 
