@@ -75,10 +75,9 @@ class Settings:
     #: KV cache cells shared by a model's slots; 0 = context_size x parallel. Smaller pools
     #: save memory on big models: when full, sequences are preempted and resumed later.
     kv_cache_tokens: int = 0
-    #: One KV cache for all of a model's slots instead of one per slot: less memory when slots
-    #: share long prefixes, but each sequence's attention then spans every slot's cached
-    #: tokens (measured: 2x slower prefill with stale prefixes in 7 other slots). Implied by
-    #: kv_cache_tokens.
+    #: One KV cache for all of a model's slots instead of one per slot: prefix copies are free,
+    #: but each sequence's attention then spans every slot's cached tokens (bench/kv_layout.py:
+    #: a cold prefill took 1.45x as long beside 7 stale prefixes). Implied by kv_cache_tokens.
     kv_unified: bool = False
     #: llama.cpp threads per model; never more than the cores (oversubscription collapses ~50x).
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
