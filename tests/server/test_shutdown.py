@@ -1,5 +1,6 @@
 """SIGTERM drains: answers in flight (streamed or not, in any dialect) finish, new connections
-are refused at once, and the server exits cleanly afterwards."""
+are refused at once, and the server exits cleanly afterwards. (A connection still waiting in
+the listen backlog, never accepted, is reset: it was not in flight.)"""
 
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ import time
 import anthropic
 import openai
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MODEL, ServerProcess
 
 ENDLESS = {"2": -100, "0": -100}  # SmolLM2's end tokens banned: answers run to max_tokens
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+
+
+def _wait_generating(url: str, n: int, timeout: float = 60) -> None:
+    """Until the server reports `n` sequences generating (its /metrics gauge)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for family in text_string_to_metric_families(requests.get(f"{url}/metrics").text):
+            if family.name == "llamacpp:requests_processing" and family.samples[0].value >= n:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{n} requests never ran at once")
 
 
 def test_sigterm_finishes_streams_in_flight_then_exits(tmp_path):
@@ -54,6 +67,7 @@ def test_sigterm_finishes_streams_in_flight_then_exits(tmp_path):
         for t in threads:
             t.start()
         assert first_chunk.wait(60)
+        _wait_generating(url, 3)  # all three are in flight, not waiting to be accepted
         os.kill(proc.proc.pid, signal.SIGTERM)
         time.sleep(0.5)
         try:
