@@ -199,14 +199,18 @@ def openai_chat_stream(ctx: Context, i: int) -> None:
     check(usage and usage.completion_tokens > 0, "no usage chunk")
 
 
-def raw_chat_stream(ctx: Context, i: int) -> None:
-    """Raw SSE, so the `data: [DONE]` terminator itself is checked (the SDK hides it)."""
-    body = {"model": ctx.model, "messages": chat(i), "max_tokens": ctx.max_tokens,
-            "stream": True}
-    with ctx.session().post(ctx.url + "/engines/v1/chat/completions", json=body, stream=True,
+def raw_sse(ctx: Context, path: str, body: dict) -> list[str]:
+    """POST a streaming request with `requests` and return its SSE data payloads."""
+    with ctx.session().post(ctx.url + path, json={**body, "stream": True}, stream=True,
                             timeout=ctx.timeout) as r:
         r.raise_for_status()
-        payloads = sse_data(r)
+        return sse_data(r)
+
+
+def raw_chat_stream(ctx: Context, i: int) -> None:
+    """Raw SSE, so the `data: [DONE]` terminator itself is checked (the SDK hides it)."""
+    payloads = raw_sse(ctx, "/engines/v1/chat/completions",
+                       {"model": ctx.model, "messages": chat(i), "max_tokens": ctx.max_tokens})
     text = check_openai_sse(payloads, lambda c: (c.get("delta") or {}).get("content"))
     check(text, "empty answer")
 
@@ -219,12 +223,8 @@ def openai_completion(ctx: Context, i: int) -> None:
 
 
 def raw_completion_stream(ctx: Context, i: int) -> None:
-    body = {"model": ctx.model, "prompt": story_start(i), "max_tokens": ctx.max_tokens,
-            "stream": True}
-    with ctx.session().post(ctx.url + "/v1/completions", json=body, stream=True,
-                            timeout=ctx.timeout) as r:
-        r.raise_for_status()
-        payloads = sse_data(r)
+    payloads = raw_sse(ctx, "/v1/completions", {"model": ctx.model, "prompt": story_start(i),
+                                                "max_tokens": ctx.max_tokens})
     check(check_openai_sse(payloads, lambda c: c.get("text")), "empty completion")
 
 
