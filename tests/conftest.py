@@ -22,6 +22,9 @@ import requests
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 MODEL = "ai/smollm2"
+#: SmolLM2's end-of-generation tokens as a logit_bias that bans them: an answer then runs
+#: until a limit (max_tokens, the context, a timeout) stops it.
+NO_EOS = {"0": -100, "2": -100}
 
 
 def free_port() -> int:

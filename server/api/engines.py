@@ -23,7 +23,7 @@ from ..core.errors import Conflict, DMRError, InvalidRequest, NotSupported
 from ..core.runtime import KNOWN_ENGINES, LoadedEntry
 from ..state import current
 from ..store.runner_config import RunnerConfig, go_duration, parse_flags, split_raw_flags
-from .models import plain_error
+from .models import plain_error, plain_http_error
 from .validation import json_body, validate
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,7 @@ def _error(exc: DMRError):
     return plain_error(exc)
 
 
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    return Response((exc.description or exc.name) + "\n", status=exc.code or 500,
-                    mimetype="text/plain")
+bp.register_error_handler(HTTPException, plain_http_error)
 
 
 def _version(package: str) -> str:

@@ -43,10 +43,12 @@ def _native_error(exc: DMRError):
     return plain_error(exc)
 
 
-@native.errorhandler(HTTPException)
-def _native_http_error(exc: HTTPException):
+def plain_http_error(exc: HTTPException) -> Response:
     return Response((exc.description or exc.name) + "\n", status=exc.code or 500,
                     mimetype="text/plain")
+
+
+native.register_error_handler(HTTPException, plain_http_error)
 
 
 openai_models.register_error_handler(DMRError, openai.error_response)

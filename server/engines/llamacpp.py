@@ -498,6 +498,8 @@ class LlamaCppModel:
         """Enforce the request timeout. A sequence that has generated text ends as if
         max_tokens ran out, keeping it; one that has not (still waiting for a slot, or its
         prompt still being read) is refused as overloaded, which clients retry later."""
+        if self._settings.request_timeout <= 0:
+            return
         now = time.monotonic()
         overdue = [s for s in self._pending if s.deadline <= now]
         overdue += [slot.sequence for slot in self._busy_slots()

@@ -14,9 +14,8 @@ import openai
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, NO_EOS, ServerProcess
 
-ENDLESS = {"2": -100, "0": -100}  # SmolLM2's end tokens banned: answers run to max_tokens
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
 
@@ -47,14 +46,14 @@ def test_sigterm_finishes_streams_in_flight_then_exits(tmp_path):
         def openai_stream() -> None:
             chunks = []
             for chunk in oai.chat.completions.create(model=MODEL, messages=STORY, stream=True,
-                                                     max_tokens=120, logit_bias=ENDLESS):
+                                                     max_tokens=120, logit_bias=NO_EOS):
                 chunks.append(chunk)
                 first_chunk.set()
             results["openai"] = chunks
 
         def anthropic_stream() -> None:
             with claude.messages.stream(model=MODEL, max_tokens=120, messages=STORY,
-                                        extra_body={"logit_bias": ENDLESS}) as stream:
+                                        extra_body={"logit_bias": NO_EOS}) as stream:
                 results["anthropic"] = stream.get_final_message()
 
         def ollama_whole() -> None:

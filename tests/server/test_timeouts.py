@@ -17,12 +17,10 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, NO_EOS, ServerProcess
 
 REQUEST_TIMEOUT = 3
 CLIENT_TIMEOUT = 2
-#: SmolLM2's end-of-turn and end-of-text tokens, banned so an answer runs until stopped.
-ENDLESS = {"2": -100, "0": -100}
 STORY = [{"role": "user", "content": "Write a very long story about a lighthouse."}]
 
 
@@ -44,20 +42,20 @@ def test_a_long_answer_ends_at_the_timeout_with_its_text(url):
     client = openai.OpenAI(base_url=f"{url}/engines/v1", api_key="none", max_retries=0)
     started = time.monotonic()
     reply = client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=100_000 // 30,
-                                           logit_bias=ENDLESS)
+                                           logit_bias=NO_EOS)
     elapsed = time.monotonic() - started
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage.completion_tokens > 0 and reply.choices[0].message.content
     assert REQUEST_TIMEOUT - 0.5 < elapsed < REQUEST_TIMEOUT + 3, elapsed
 
     chunks = list(client.chat.completions.create(
-        model=MODEL, messages=STORY, max_tokens=3000, logit_bias=ENDLESS, stream=True))
+        model=MODEL, messages=STORY, max_tokens=3000, logit_bias=NO_EOS, stream=True))
     assert chunks[-1].choices[0].finish_reason == "length"
     assert "".join(c.choices[0].delta.content or "" for c in chunks)
 
     claude = anthropic.Anthropic(base_url=f"{url}/anthropic", api_key="none", max_retries=0)
     message = claude.messages.create(model=MODEL, max_tokens=3000, messages=STORY,
-                                     extra_body={"logit_bias": ENDLESS})
+                                     extra_body={"logit_bias": NO_EOS})
     assert message.stop_reason == "max_tokens" and message.usage.output_tokens > 0
 
 
@@ -72,7 +70,7 @@ def test_requests_that_wait_past_the_timeout_are_told_to_retry(url):
     def ask() -> None:
         started = time.monotonic()
         r = requests.post(f"{url}/engines/v1/chat/completions", json={
-            "model": MODEL, "messages": STORY, "max_tokens": 3000, "logit_bias": ENDLESS})
+            "model": MODEL, "messages": STORY, "max_tokens": 3000, "logit_bias": NO_EOS})
         with lock:
             results.append((r, time.monotonic() - started))
 
@@ -97,11 +95,11 @@ def test_requests_that_wait_past_the_timeout_are_told_to_retry(url):
 def test_waiting_anthropic_request_is_overloaded_529(url):
     blocker = threading.Thread(target=requests.post, args=(
         f"{url}/engines/v1/chat/completions",), kwargs={"json": {
-            "model": MODEL, "messages": STORY, "max_tokens": 3000, "logit_bias": ENDLESS}})
+            "model": MODEL, "messages": STORY, "max_tokens": 3000, "logit_bias": NO_EOS}})
     blocker.start()
     time.sleep(0.5)
     r = requests.post(f"{url}/v1/messages", json={
-        "model": MODEL, "max_tokens": 3000, "messages": STORY, "logit_bias": ENDLESS})
+        "model": MODEL, "max_tokens": 3000, "messages": STORY, "logit_bias": NO_EOS})
     blocker.join(60)
     # It either got the slot just before its deadline (an answer) or was refused in shape.
     if r.status_code != 200:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, NO_EOS, ServerProcess
 
 CONTEXT = 160
-ENDLESS = {"2": -100, "0": -100}  # SmolLM2's end tokens banned: only a limit stops it
 HUGE = 10**9
 CHAT = [{"role": "user", "content": "Tell me a story."}]
 
@@ -27,19 +26,19 @@ def url(tmp_path_factory):
 
 def test_max_tokens_beyond_the_context_is_capped_by_it(url):
     openai = requests.post(f"{url}/engines/v1/chat/completions", json={
-        "model": MODEL, "messages": CHAT, "max_tokens": HUGE, "logit_bias": ENDLESS}).json()
+        "model": MODEL, "messages": CHAT, "max_tokens": HUGE, "logit_bias": NO_EOS}).json()
     usage = openai["usage"]
     assert openai["choices"][0]["finish_reason"] == "length"
     assert usage["prompt_tokens"] + usage["completion_tokens"] == CONTEXT
 
     claude = requests.post(f"{url}/v1/messages", json={
-        "model": MODEL, "messages": CHAT, "max_tokens": HUGE, "logit_bias": ENDLESS}).json()
+        "model": MODEL, "messages": CHAT, "max_tokens": HUGE, "logit_bias": NO_EOS}).json()
     assert claude["stop_reason"] == "model_context_window_exceeded", claude
     assert claude["usage"]["input_tokens"] + claude["usage"]["output_tokens"] == CONTEXT
 
     ollama = requests.post(f"{url}/api/chat", json={
         "model": MODEL, "messages": CHAT, "stream": False,
-        "options": {"num_predict": HUGE, "logit_bias": ENDLESS}}).json()
+        "options": {"num_predict": HUGE, "logit_bias": NO_EOS}}).json()
     assert ollama["done_reason"] == "length"
     assert ollama["prompt_eval_count"] + ollama["eval_count"] <= CONTEXT
 

@@ -7,9 +7,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, NO_EOS, ServerProcess
 
-ENDLESS = {"2": -100, "0": -100}  # no end token: answers are exactly max_tokens long
 LABELS = {"backend": "llama.cpp", "model": "ai/smollm2:latest", "mode": "completion"}
 
 
@@ -35,7 +34,7 @@ def scrape(url: str) -> dict[str, float]:
 
 def chat(url: str, content: str, max_tokens: int) -> dict:
     r = requests.post(f"{url}/engines/v1/chat/completions", json={
-        "model": MODEL, "max_tokens": max_tokens, "logit_bias": ENDLESS,
+        "model": MODEL, "max_tokens": max_tokens, "logit_bias": NO_EOS,
         "messages": [{"role": "user", "content": content}]})
     assert r.status_code == 200, r.text
     return r.json()["usage"]
@@ -69,7 +68,7 @@ def test_totals_count_the_requests_served(url):
         first["prompt_tokens"] + second["prompt_tokens"] - cached)
 
     claude = requests.post(f"{url}/v1/messages", json={
-        "model": MODEL, "max_tokens": 5, "logit_bias": ENDLESS,
+        "model": MODEL, "max_tokens": 5, "logit_bias": NO_EOS,
         "messages": [{"role": "user", "content": "Hi"}]})
     assert claude.status_code == 200
     assert scrape(url)["llamacpp:tokens_predicted_total"] == 12 + 7 + 5

@@ -6,10 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import ServerProcess
-
-# SmolLM2's end-of-generation tokens, banned so every request generates exactly max_tokens.
-NO_EOS = {"0": -100, "2": -100}
+from tests.conftest import NO_EOS, ServerProcess
 
 
 @pytest.fixture(scope="module")
