@@ -103,6 +103,30 @@ def prompt(i: int) -> list:
 # ---------------------------------------------------------------------------- systems
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class ServerProc:
     def __init__(self, name: str, cmd: list[str], port: int, health: str, env=None):
         self.name, self.port = name, port
@@ -124,17 +148,8 @@ class ServerProc:
         raise RuntimeError(f"{name} did not start; see {self.log.name}")
 
     def rss_mib(self) -> float:
-        """RSS of the process tree (our server's model lives in its one worker)."""
-        pids = [self.proc.pid]
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        if children.exists():
-            pids += [int(p) for p in children.read_text().split()]
-        total = 0
-        for pid in pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        return total / 1024
+        """RSS of the whole process tree: Gunicorn, its worker and each model's runner."""
+        return sum(rss_kib(pid) for pid in tree(self.proc.pid)) / 1024
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)

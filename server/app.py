@@ -35,10 +35,13 @@ def create_app(settings: Settings | None = None) -> Flask:
             context_size=settings.context_size, parallel=settings.parallel,
             threads=settings.threads, max_queue=settings.max_queue,
             kv_tokens=settings.kv_cache_tokens, request_timeout=settings.request_timeout,
-            kv_unified=settings.kv_unified)),
+            kv_unified=settings.kv_unified, extra_buffers=settings.extra_buffers),
+            runner=settings.runner, state_dir=settings.models_dir),
     }
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
-                      configs=RunnerConfigs(settings.models_dir))
+                      configs=RunnerConfigs(settings.models_dir),
+                      crash_loop_limit=settings.crash_loop_limit,
+                      crash_loop_window=settings.crash_loop_window)
     app.extensions["dmr"] = State(settings, store, runtime)
     security_api.register(app, settings.cors_origins, settings.api_keys)
 

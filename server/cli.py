@@ -135,6 +135,8 @@ def _add_client_commands(sub) -> None:
     p.add_argument("--runtime-flag", action="append", help="llama.cpp flag, repeatable")
     p.add_argument("--keep-alive", help="idle time before unloading: 5m, 1h, -1 = never")
     p.add_argument("--reasoning-budget", type=int, help="-1 unlimited, 0 disables thinking")
+    p.add_argument("--extra-buffers", choices=("auto", "on", "off"),
+                   help="llama.cpp's AMX/repack buffer types for this model")
     command("status", c.status, "is the server running, and its engines", json_flag=True)
     command("version", c.version, "client and server versions", json_flag=True)
 

@@ -293,11 +293,16 @@ def configure(args: argparse.Namespace) -> int:
         body["runtime-flags"] = flags
     if args.keep_alive is not None:
         body["keep_alive"] = args.keep_alive
+    llamacpp = {}
     if args.reasoning_budget is not None:
-        body["llamacpp"] = {"reasoning-budget": args.reasoning_budget}
+        llamacpp["reasoning-budget"] = args.reasoning_budget
+    if args.extra_buffers is not None:
+        llamacpp["extra-buffers"] = args.extra_buffers
+    if llamacpp:
+        body["llamacpp"] = llamacpp
     if len(body) == 1:
         raise ClientError("nothing to configure: give --context-size, --runtime-flag, "
-                          "--keep-alive or --reasoning-budget")
+                          "--keep-alive, --reasoning-budget or --extra-buffers")
     client.configure(body)
     print(f"Configured {model}")
     return 0

@@ -81,6 +81,15 @@ class Settings:
     kv_unified: bool = False
     #: llama.cpp threads per model; never more than the cores (oversubscription collapses ~50x).
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: llama.cpp's extra buffer types (AMX, CPU_REPACK): auto (probed per CPU), on, off.
+    extra_buffers: str = "auto"
+    #: "process": each model in a supervised runner process (a llama.cpp crash fails only
+    #: that model's requests); "inprocess": in the server process (for comparisons).
+    runner: str = "process"
+    #: A runner that crashes this many times within crash_loop_window seconds is not
+    #: restarted until the window has passed (503 with the reason); 0 = always restart.
+    crash_loop_limit: int = 3
+    crash_loop_window: float = 60.0
     #: Idle seconds before a loaded model is unloaded; negative keeps it forever.
     keep_alive: float = 300.0
     max_body_bytes: int = 10 * 1024 * 1024
@@ -155,6 +164,10 @@ _ENV = {
     "DMR_REQUEST_TIMEOUT": "request_timeout",
     "DMR_CLIENT_TIMEOUT": "client_timeout",
     "DMR_GRACEFUL_TIMEOUT": "graceful_timeout",
+    "DMR_EXTRA_BUFFERS": "extra_buffers",
+    "DMR_RUNNER": "runner",
+    "DMR_CRASH_LOOP_LIMIT": "crash_loop_limit",
+    "DMR_CRASH_LOOP_WINDOW": "crash_loop_window",
 }
 
 
@@ -165,14 +178,24 @@ def _from_env() -> dict[str, Any]:
 def _coerce(key: str, value: Any) -> Any:
     if key == "models_dir":
         return Path(os.path.expanduser(str(value)))
-    if key in ("keep_alive", "request_timeout", "client_timeout", "graceful_timeout"):
+    if key in ("keep_alive", "request_timeout", "client_timeout", "graceful_timeout",
+               "crash_loop_window"):
         return parse_duration(value)
     if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
-               "max_queue", "kv_cache_tokens"):
+               "max_queue", "kv_cache_tokens", "crash_loop_limit"):
         return int(value)
     if key in ("cors_origins", "api_keys"):
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [str(item).strip() for item in items if str(item).strip()]
     if key in ("import_default_model", "kv_unified"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if key == "extra_buffers":
+        text = {True: "on", False: "off"}.get(value, str(value).strip().lower())
+        if text not in ("auto", "on", "off"):
+            raise ValueError(f"extra_buffers must be auto, on or off, not {value!r}")
+        return text
+    if key == "runner":
+        if value not in ("process", "inprocess"):
+            raise ValueError(f"runner must be process or inprocess, not {value!r}")
+        return value
     return value

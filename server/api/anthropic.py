@@ -69,6 +69,8 @@ _ERRORS = {  # core error kind -> (HTTP status, Claude's error type)
     "request_timeout": (408, "invalid_request_error"),
     "model_load_failed": (422, "invalid_request_error"),
     "overloaded": (529, "overloaded_error"),
+    "runner_crashed": (500, "api_error"),
+    "runner_crash_loop": (503, "api_error"),
     "server_error": (500, "api_error"),
 }
 

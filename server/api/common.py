@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from ..core.errors import DMRError, Overloaded
+from ..core.errors import DMRError
 from ..state import current
 
 
@@ -14,8 +14,9 @@ def json_error(body: Any, status: int, exc: DMRError) -> Response:
     """A dialect's error body with its status; "overloaded" also says when to retry."""
     response = jsonify(body)
     response.status_code = status
-    if isinstance(exc, Overloaded):
-        response.headers["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int) and retry_after > 0:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 

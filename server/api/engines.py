@@ -22,7 +22,13 @@ from ..config import parse_duration
 from ..core.errors import Conflict, DMRError, InvalidRequest, NotSupported
 from ..core.runtime import KNOWN_ENGINES, LoadedEntry
 from ..state import current
-from ..store.runner_config import RunnerConfig, go_duration, parse_flags, split_raw_flags
+from ..store.runner_config import (
+    SWITCHES,
+    RunnerConfig,
+    go_duration,
+    parse_flags,
+    split_raw_flags,
+)
 from .models import plain_error, plain_http_error
 from .validation import json_body, validate
 
@@ -52,9 +58,11 @@ def status():
     out = {}
     for name in KNOWN_ENGINES:
         if name in runtime.engines:
+            engine = runtime.engines[name]
             detail = f"llama-cpp-python {_version('llama_cpp_python')}" \
                 if name == "llama.cpp" else "installed"
-            out[name] = f"Running: {detail}"
+            how = getattr(engine, "status", None)
+            out[name] = f"Running: {detail}" + (f"; {how()}" if how else "")
         else:
             out[name] = "Not Installed: not configured on this server"
     return jsonify(out)
@@ -69,9 +77,21 @@ def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
         "last_used": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - idle_for)),
         "in_use": bool(entry.in_use or entry.model.busy()),
         "keep_alive": go_duration(entry.keep_alive),
-        # Ours, not DMR's: what the model was really loaded with.
+        # Ours, not DMR's: what the model was really loaded with, and where it runs.
         "context_size": getattr(getattr(entry.model, "info", None), "n_ctx", None),
+        **_runner_fields(entry.model),
     }
+
+
+def _runner_fields(model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(model, "pid", None):
+        out["runner_pid"] = model.pid
+    decision = getattr(model, "decision", None)
+    if decision is not None:
+        out["extra_buffers"] = decision.extra_buffers
+        out["extra_buffers_reason"] = f"{decision.setting}: {decision.reason}"
+    return out
 
 
 @bp.get("/engines/ps")
@@ -81,10 +101,11 @@ def ps():
 
 @bp.get("/engines/df")
 def df():
-    import llama_cpp
+    import importlib.util
 
-    backend = sum(p.stat().st_size for p in Path(llama_cpp.__file__).parent.rglob("*")
-                  if p.is_file())
+    spec = importlib.util.find_spec("llama_cpp")  # located, not loaded: llama.cpp runs in runners
+    root = Path(spec.origin).parent if spec and spec.origin else None
+    backend = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root else 0
     return jsonify({"models_disk_usage": current().store.disk_usage(),
                     "default_backend_disk_usage": backend})
 
@@ -136,11 +157,15 @@ def _merge(previous: RunnerConfig | None, body: dict[str, Any]) -> RunnerConfig:
         flags = (flags or []) + split_raw_flags(body["raw-runtime-flags"])
     if flags is not None:
         cfg.runtime_flags = list(flags)
+        cfg.extra_buffers = None  # a --no-repack flag now says it; the field may say it again
     if body.get("keep_alive") is not None:
         cfg.keep_alive = _keep_alive(body["keep_alive"])
-    budget = (body.get("llamacpp") or {}).get("reasoning-budget")
-    if budget is not None:
-        cfg.reasoning_budget = budget
+    llamacpp = body.get("llamacpp") or {}
+    if llamacpp.get("reasoning-budget") is not None:
+        cfg.reasoning_budget = llamacpp["reasoning-budget"]
+    if llamacpp.get("extra-buffers") is not None:
+        cfg.extra_buffers = llamacpp["extra-buffers"]
+        cfg.runtime_flags = [f for f in cfg.runtime_flags if f not in SWITCHES]
     return cfg
 
 
@@ -180,6 +205,7 @@ def configure(engine: str | None = None):
     if any(e.in_use or e.model.busy() for e in loaded):
         raise Conflict("runner already active")
     configs.put(model.id, cfg)
+    state.runtime.forget_crashes(model.id)
     if loaded:
         state.runtime.unload(model.id)
         if any(e.stored.id == model.id for e in state.runtime.loaded()):

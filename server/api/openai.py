@@ -65,6 +65,8 @@ _ERROR_TYPES = {
     "overloaded": "unavailable_error",
     "request_timeout": "invalid_request_error",
     "model_load_failed": "invalid_request_error",
+    "runner_crashed": "server_error",
+    "runner_crash_loop": "server_error",
     "server_error": "server_error",
 }
 
@@ -73,7 +75,9 @@ def error_body(exc: DMRError) -> dict[str, Any]:
     code = {"not_found": "model_not_found" if exc.param == "model" else None,
             "exceed_context_size": "context_length_exceeded",
             "request_timeout": "request_timeout",
-            "model_load_failed": "model_load_failed"}.get(exc.kind)
+            "model_load_failed": "model_load_failed",
+            "runner_crashed": "runner_crashed",
+            "runner_crash_loop": "runner_crash_loop"}.get(exc.kind)
     error = {"message": exc.message, "type": _ERROR_TYPES.get(exc.kind, "server_error"),
              "param": exc.param, "code": code}
     error.update(exc.details)

@@ -15,6 +15,18 @@ class DMRError(Exception):
         self.param = param
         self.details = details
 
+    def __reduce__(self):
+        # Errors cross the pipe from a runner process; subclasses have their own __init__
+        # signatures, so rebuild from the attributes rather than calling __init__ again.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple, attributes: dict) -> DMRError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(attributes)
+    return error
+
 
 class InvalidRequest(DMRError):
     status = 400
@@ -128,3 +140,39 @@ class EngineFailure(DMRError):
 
     status = 500
     kind = "server_error"
+
+
+class RunnerCrashed(EngineFailure):
+    """The process running a model died (a native crash in llama.cpp, or the OOM killer).
+
+    Only that model's requests fail; the next request starts a new runner. `hint` names a
+    setting that may help (the engine knows which)."""
+
+    kind = "runner_crashed"
+
+    def __init__(self, model: str, how: str, last_error: str | None, *, while_: str = "",
+                 hint: str = ""):
+        detail = f"; last llama.cpp error: {last_error}" if last_error else \
+            "; llama.cpp logged no error before it"
+        super().__init__(f"the llama.cpp runner for {model} stopped ({how})"
+                         f"{' ' + while_ if while_ else ''}{detail}. The next request starts "
+                         f"a new runner.{' ' + hint if hint else ''}")
+        self.model = model
+        self.how = how
+        self.hint = hint
+
+
+class RunnerCrashLoop(DMRError):
+    """A model's runner crashed too often in a short time; it is not restarted for a while."""
+
+    status = 503
+    kind = "runner_crash_loop"
+
+    def __init__(self, model: str, crashes: int, window: float, retry_after: int,
+                 last_crash: str, hint: str):
+        super().__init__(
+            f"{model} is not being restarted: its llama.cpp runner crashed {crashes} times "
+            f"within {window:g} s (last: {last_crash}). {hint} It will be tried again in "
+            f"{retry_after} s, or at once after `dmr configure` changes its settings",
+            retry_after=retry_after)
+        self.retry_after = retry_after

@@ -2,6 +2,11 @@
 
 Models load lazily on first use (concurrent first requests wait for one load), stay loaded while
 requests use them, and are unloaded after `keep_alive` idle seconds by a janitor thread.
+
+A model whose runner process died (engines/runner/) is dropped and loaded again on the next
+request, unless it crashed `crash_loop_limit` times within `crash_loop_window` seconds: then
+it is answered with a 503 saying why, until the window has passed or its configuration
+changes, instead of being restarted forever.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.store import ModelStore, StoredModel
-from .errors import EngineFailure, EngineNotFound, EngineNotInstalled, ModelLoadFailed
+from .errors import (
+    EngineFailure,
+    EngineNotFound,
+    EngineNotInstalled,
+    ModelLoadFailed,
+    RunnerCrashed,
+    RunnerCrashLoop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +82,42 @@ class Lease:
         return self.entry.stored
 
 
+class CrashLog:
+    """Recent runner crashes per model, for the crash-loop guard."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self._crashes: dict[str, list[tuple[float, RunnerCrashed]]] = {}
+
+    def add(self, model_id: str, crash: RunnerCrashed) -> None:
+        self._crashes.setdefault(model_id, []).append((time.monotonic(), crash))
+
+    def forget(self, model_id: str | None = None) -> None:
+        if model_id is None:
+            self._crashes.clear()
+        else:
+            self._crashes.pop(model_id, None)
+
+    def check(self, stored: StoredModel) -> None:
+        """RunnerCrashLoop when the model crashed too often lately."""
+        if self.limit <= 0:
+            return
+        now = time.monotonic()
+        recent = [(t, c) for t, c in self._crashes.get(stored.id, []) if now - t < self.window]
+        self._crashes[stored.id] = recent
+        if len(recent) >= self.limit:
+            last_time, last = recent[-1]
+            retry = max(1, int(self.window - (now - last_time)) + 1)
+            raise RunnerCrashLoop(stored.name, len(recent), self.window, retry, last.how,
+                                  getattr(last, "hint", ""))
+
+
 class Runtime:
     def __init__(self, store: ModelStore, engines: dict[str, Any], *, keep_alive: float,
-                 janitor_interval: float = 1.0, configs: Any = None):
+                 janitor_interval: float = 1.0, configs: Any = None,
+                 crash_loop_limit: int = 3, crash_loop_window: float = 60.0):
         self.store = store
+        self.crashes = CrashLog(crash_loop_limit, crash_loop_window)
         self.engines = engines
         self.keep_alive = keep_alive
         #: Per-model settings from /engines/_configure (store.runner_config.RunnerConfigs).
@@ -114,11 +158,15 @@ class Runtime:
         with load_lock:
             with self._lock:
                 entry = self._loaded.get(key)
+                if entry is not None and not _alive(entry):
+                    self._drop_dead(key, entry)
+                    entry = None
                 if entry is not None:
                     entry.in_use += 1
                     if keep_alive is not None:
                         entry.keep_alive = keep_alive
                     return Lease(entry, 0.0)
+                self.crashes.check(stored)
             started = time.monotonic()
             configured = self.configs.get(stored.id) if self.configs else None
             try:
@@ -127,7 +175,12 @@ class Runtime:
                 if configured is not None:
                     options.update(configured.load_options())
                 _check_file(stored)
-                model = self.engines[engine_name].load(str(stored.gguf_path), **options)
+                model = self.engines[engine_name].load(str(stored.gguf_path), name=stored.name,
+                                                       **options)
+            except RunnerCrashed as exc:
+                with self._lock:
+                    self.crashes.add(stored.id, exc)
+                raise
             except ModelLoadFailed as exc:
                 log.warning("cannot load %s: %s", stored.name, exc.reason)
                 raise ModelLoadFailed(stored.name, exc.reason) from exc
@@ -136,7 +189,9 @@ class Runtime:
             except Exception as exc:
                 raise EngineFailure(f"could not load {stored.name}: {exc}") from exc
             seconds = time.monotonic() - started
-            log.info("loaded %s on %s in %.2fs", stored.name, engine_name, seconds)
+            describe = getattr(model, "describe", None)
+            log.info("loaded %s on %s in %.2fs%s", stored.name, engine_name, seconds,
+                     f" ({describe()})" if describe else "")
             if keep_alive is None:
                 keep_alive = self.keep_alive
                 if configured is not None and configured.keep_alive is not None:
@@ -156,7 +211,20 @@ class Runtime:
 
     def loaded(self) -> list[LoadedEntry]:
         with self._lock:
-            return list(self._loaded.values())
+            return [e for e in self._loaded.values() if _alive(e)]
+
+    def _drop_dead(self, key: tuple[str, str], entry: LoadedEntry) -> None:
+        """Forget a model whose runner died (caller holds the lock); count the crash once."""
+        if self._loaded.get(key) is entry:
+            del self._loaded[key]
+            failure = getattr(entry.model, "failure", None)
+            if isinstance(failure, RunnerCrashed):
+                self.crashes.add(entry.stored.id, failure)
+
+    def forget_crashes(self, model_id: str | None = None) -> None:
+        """New settings may help a crashing model: let it start again at once."""
+        with self._lock:
+            self.crashes.forget(model_id)
 
     def unload(self, model_id: str | None = None, *, only_idle: bool = True) -> int:
         """Unload one model (by store ID) or all; returns how many were unloaded."""
@@ -180,6 +248,9 @@ class Runtime:
     def _reap_once(self) -> None:
         now = time.monotonic()
         with self._lock:
+            for key, entry in list(self._loaded.items()):
+                if not _alive(entry):
+                    self._drop_dead(key, entry)
             expired = [
                 k for k, e in self._loaded.items()
                 if e.keep_alive >= 0 and not e.in_use and not e.model.busy()
@@ -196,3 +267,8 @@ class Runtime:
                 self._reap_once()
             except Exception:  # keep the janitor alive whatever one unload did
                 log.exception("keep-alive janitor failed")
+
+
+def _alive(entry: LoadedEntry) -> bool:
+    alive = getattr(entry.model, "alive", None)
+    return alive() if alive is not None else True

@@ -42,6 +42,14 @@ class GenerationJob:
 
 
 @dataclass
+class PreparedJob:
+    """A validated job: the grammar its JSON Schema compiled to, ready to generate."""
+
+    job: GenerationJob
+    grammar: str | None = None
+
+
+@dataclass
 class Token:
     id: int
     piece: bytes
@@ -107,5 +115,8 @@ class LoadedModel(Protocol):
     def busy(self) -> bool: ...
 
     def stats(self) -> EngineStats: ...
+
+    def alive(self) -> bool:
+        """False once the model's runner process has died (see `failure`)."""
 
     def unload(self) -> None: ...

@@ -29,12 +29,14 @@ FLAG_SETTINGS = {
 }
 _LIMITS = {"context_size": (0, 1 << 22), "parallel": (1, 64), "n_batch": (8, 1 << 16),
            "threads": (1, 1024)}
+#: llama-server flags without a value -> (engine setting, value).
+SWITCHES = {"-nr": ("extra_buffers", "off"), "--no-repack": ("extra_buffers", "off")}
 FILE_NAME = "runner-config.json"
 
 
-def parse_flags(flags: list[str]) -> dict[str, int]:
+def parse_flags(flags: list[str]) -> dict[str, Any]:
     """Engine settings from llama.cpp flags (`--ctx-size 2048`, `-np=2`); InvalidRequest else."""
-    out: dict[str, int] = {}
+    out: dict[str, Any] = {}
     i = 0
     while i < len(flags):
         flag = flags[i]
@@ -44,8 +46,13 @@ def parse_flags(flags: list[str]) -> dict[str, int]:
             raise InvalidRequest(f"runtime flag {flag!r}: paths are not allowed",
                                  param="runtime-flags")
         name, eq, value = flag.partition("=")
+        if name in SWITCHES and not eq:
+            setting, switched = SWITCHES[name]
+            out[setting] = switched
+            i += 1
+            continue
         if name not in FLAG_SETTINGS:
-            allowed = ", ".join(sorted(FLAG_SETTINGS))
+            allowed = ", ".join(sorted({**FLAG_SETTINGS, **SWITCHES}))
             raise InvalidRequest(f"runtime flag {name!r} is not supported by this server "
                                  f"(supported: {allowed})", param="runtime-flags")
         if not eq:
@@ -97,12 +104,16 @@ class RunnerConfig:
     #: Reasoning tokens allowed (-1 unlimited, 0 thinking off); None = model default.
     reasoning_budget: int | None = None
     mode: str = "completion"
+    #: llama.cpp's extra buffer types for this model: auto/on/off; None = the server's.
+    extra_buffers: str | None = None
 
-    def load_options(self) -> dict[str, int]:
+    def load_options(self) -> dict[str, Any]:
         """Keyword arguments for the engine's load(); the context-size field beats a flag."""
         options = parse_flags(self.runtime_flags)
         if self.context_size is not None and self.context_size > 0:
             options["context_size"] = self.context_size
+        if self.extra_buffers is not None:
+            options["extra_buffers"] = self.extra_buffers
         return options
 
     def to_dmr(self) -> dict[str, Any]:
@@ -114,8 +125,13 @@ class RunnerConfig:
             out["runtime-flags"] = list(self.runtime_flags)
         if self.keep_alive is not None:
             out["keep_alive"] = go_duration(self.keep_alive)
+        llamacpp = {}
         if self.reasoning_budget is not None:
-            out["llamacpp"] = {"reasoning-budget": self.reasoning_budget}
+            llamacpp["reasoning-budget"] = self.reasoning_budget
+        if self.extra_buffers is not None:
+            llamacpp["extra-buffers"] = self.extra_buffers
+        if llamacpp:
+            out["llamacpp"] = llamacpp
         return out
 
 

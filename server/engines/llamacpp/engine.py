@@ -1,0 +1,100 @@
+"""Loads GGUF files, each into a supervised runner process (or in process, on request).
+
+Where the extra buffer types are on or off is decided here, per load (engines/cpu.py); a
+runner that crashes in its start-up probe is started again with them off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import cpu
+from ..runner.supervisor import ProbeCrashed, RunnerModel
+from .settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+RUNNER_MODES = ("process", "inprocess")
+
+
+class LlamaCppEngine:
+    name = "llama.cpp"
+
+    def __init__(self, settings: EngineSettings, *, runner: str = "process",
+                 state_dir: str | os.PathLike | None = None):
+        if runner not in RUNNER_MODES:
+            raise ValueError(f"runner must be one of {', '.join(RUNNER_MODES)}, not {runner!r}")
+        if settings.extra_buffers not in cpu.CHOICES:  # fail at start, not at first load
+            raise ValueError(f"extra_buffers must be one of {', '.join(cpu.CHOICES)}, "
+                             f"not {settings.extra_buffers!r}")
+        self.settings = settings
+        self.runner = runner
+        self._state_dir = Path(state_dir) if state_dir else None
+        self._verdicts = cpu.Verdicts(self._state_dir / "cpu-verdicts.json"
+                                      if self._state_dir else None)
+        self._compute_dir: str | None = None
+
+    def _cores_dir(self) -> str:
+        """Where the core locks live (engines/compute.py), shared by this server's runners."""
+        if self._compute_dir is None:
+            try:
+                path = (self._state_dir or Path(tempfile.gettempdir())) / "runners"
+                path.mkdir(parents=True, exist_ok=True)
+                probe = path / ".writable"
+                probe.touch()
+            except OSError:
+                path = Path(tempfile.mkdtemp(prefix="dmr-runners-"))
+            self._compute_dir = str(path)
+        return self._compute_dir
+
+    def decide(self, setting: str | None = None) -> cpu.Decision:
+        return cpu.decide(setting or self.settings.extra_buffers, cpu=cpu.read_cpu(),
+                          build=cpu.build_id(), verdicts=self._verdicts,
+                          supervised=self.runner == "process")
+
+    def load(self, path: str, *, name: str | None = None, context_size: int | None = None,
+             extra_buffers: str | None = None, **overrides: Any):
+        """`overrides` (parallel, threads, n_batch) come from a model's configured flags."""
+        settings = dataclasses.replace(self.settings, **overrides)
+        if context_size:
+            settings = dataclasses.replace(settings, context_size=context_size)
+        name = name or Path(path).name
+        decision = self.decide(extra_buffers)
+        if self.runner == "inprocess":
+            from .model import LlamaCppModel
+
+            model = LlamaCppModel(path, dataclasses.replace(
+                settings, extra_buffers=decision.extra_buffers, probe=False))
+        else:
+            try:
+                model = self._start(name, path, settings, decision)
+            except ProbeCrashed as exc:
+                decision = cpu.probe_crashed(cpu.read_cpu(), cpu.build_id(), self._verdicts,
+                                             exc.how)
+                log.warning("%s: %s; starting it again with extra buffers off", name,
+                            decision.reason)
+                model = self._start(name, path, settings, decision)
+            if decision.probe:
+                decision = cpu.probe_passed(cpu.read_cpu(), cpu.build_id(), self._verdicts)
+        model.decision = decision
+        return model
+
+    def _start(self, name: str, path: str, settings: EngineSettings,
+               decision: cpu.Decision) -> RunnerModel:
+        settings = dataclasses.replace(settings, extra_buffers=decision.extra_buffers,
+                                       probe=decision.probe)
+        return RunnerModel(name, path, settings, compute_dir=self._cores_dir(),
+                           cores=os.cpu_count() or 1)
+
+    def status(self) -> str:
+        """For /engines/status: how models load on this CPU."""
+        decision = self.decide()
+        where = "a runner process per model" if self.runner == "process" else "in process"
+        if decision.probe:
+            return f"{where}, extra buffers auto (not yet probed on this CPU: the next load does)"
+        return f"{where}, {decision.describe()}"

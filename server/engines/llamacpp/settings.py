@@ -1,0 +1,37 @@
+"""How one llama.cpp model runs: context, slots, threads, buffers. Plain data, no llama.cpp
+import, so the HTTP process can build it and send it to a runner process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineSettings:
+    context_size: int  # per sequence; 0 = the model's training context
+    parallel: int
+    threads: int
+    n_batch: int = 512
+    #: Sequences waiting for a slot before new ones are refused as overloaded.
+    max_queue: int = 64
+    #: KV cells shared by all slots; 0 = context_size x parallel (every slot full at once).
+    kv_tokens: int = 0
+    #: Seconds a sequence may wait plus generate; 0 = no limit.
+    request_timeout: float = 0.0
+    #: One KV cache shared by all slots (prefix copies are free, but every sequence's
+    #: attention spans every slot's cells) instead of one per slot. A kv_tokens pool implies it.
+    kv_unified: bool = False
+    #: llama.cpp's extra buffer types (AMX, CPU_REPACK): "auto", "on" or "off". The runner
+    #: gets the resolved value (see engines/cpu.py).
+    extra_buffers: str = "auto"
+    #: Decode a small multi-token, multi-sequence batch right after loading, before the model
+    #: is reported ready: where llama.cpp's kernels crash on this CPU, they crash here.
+    probe: bool = False
+
+    @property
+    def unified(self) -> bool:
+        return self.kv_unified or self.kv_tokens > 0
+
+    @property
+    def use_extra_buffers(self) -> bool:
+        return self.extra_buffers != "off"
