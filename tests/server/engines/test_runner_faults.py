@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -62,6 +63,9 @@ def test_each_model_has_its_own_runner_process(server):
     worker = h.parent_of(first["runner_pid"])
     assert h.parent_of(second["runner_pid"]) == worker
     assert h.parent_of(worker) == server.proc.pid  # Gunicorn's arbiter
+    # llama.cpp is loaded in the runners only: nothing of it can crash the HTTP worker.
+    assert "libllama" in Path(f"/proc/{first['runner_pid']}/maps").read_text()
+    assert "libllama" not in Path(f"/proc/{worker}/maps").read_text()
     assert first["extra_buffers"] in ("on", "off") and first["extra_buffers_reason"]
 
 
