@@ -186,6 +186,12 @@ class _Stream:
             self._model._cancel(self._seq)
 
 
+def _json_strings(grammar: str) -> str:
+    """llama-cpp-python's converter lets JSON strings hold raw control characters (a newline
+    inside a string), which no JSON parser accepts; forbid them as llama.cpp's own one does."""
+    return grammar.replace(r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |', 1)
+
+
 #: Bounded integers with at most this many values are written into the grammar as an enum.
 _ENUM_LIMIT = 256
 
@@ -341,7 +347,8 @@ class LlamaCppModel:
         grammar = None
         if job.json_schema is not None:
             try:
-                grammar = json_schema_to_gbnf(json.dumps(_enumerate_small_ranges(job.json_schema)))
+                grammar = _json_strings(json_schema_to_gbnf(
+                    json.dumps(_enumerate_small_ranges(job.json_schema))))
             except Exception as exc:  # the converter raises plain exceptions on bad schemas
                 raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
         if len(job.prompt) >= self.info.n_ctx:
