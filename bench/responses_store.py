@@ -64,6 +64,7 @@ def main() -> int:
     models = root / "models"
     figures: dict = {"responses": args.responses, "max_count": args.max_count, "rss_mib": {}}
     server = start(models, args.max_count)
+    t0 = time.monotonic()
     try:
         create(server.base, -1)  # loads the model
         figures["rss_mib"]["after_first"] = rss_mib(server.proc.pid)
@@ -74,7 +75,7 @@ def main() -> int:
             for chunk in range(0, args.responses, 250):
                 span = range(chunk, min(chunk + 250, args.responses))
                 for i, (rid, seconds) in zip(span, pool.map(lambda i: create(server.base, i),
-                                                             span)):
+                                                             span), strict=True):
                     ids[i] = rid
                     latencies.append(seconds)
                 done += len(span)
@@ -84,6 +85,7 @@ def main() -> int:
         figures["store_files"] = len(list((models / "responses").glob("*.json")))
     finally:
         server.stop()
+    figures["create_s"] = round(time.monotonic() - t0, 1)
     started = time.monotonic()
     server = start(models, args.max_count)
     try:
@@ -101,11 +103,11 @@ def main() -> int:
             timings.append(time.monotonic() - t)
         figures["retrieve_median_ms"] = round(statistics.median(timings) * 1000, 2)
         oldest = kept[0]
+        first = requests.get(f"{server.base}/v1/responses/{oldest}", timeout=30).json()
         r = requests.post(server.base + "/v1/responses", timeout=120, json={
             "model": MODEL, "previous_response_id": oldest, "input": "And the next one?",
             "max_output_tokens": 4, "temperature": 0})
         figures["chain_status"] = r.status_code
-        first = requests.get(f"{server.base}/v1/responses/{oldest}", timeout=30).json()
         figures["chain_prompt_grew"] = (r.ok and r.json()["usage"]["input_tokens"]
                                         > first["usage"]["input_tokens"])
         evicted = ids[0] if len(ids) > len(kept) else None
