@@ -116,3 +116,16 @@ def test_concurrent_writers_keep_the_index_and_the_files_in_step(tmp_path):
     assert count == 50 == len(files)
     assert size == sum(f.stat().st_size for f in files)
     assert not list((tmp_path / "responses").glob(".tmp-*"))
+
+
+def test_settings_bound_the_store(monkeypatch, tmp_path):
+    from server.config import Settings
+
+    monkeypatch.setenv("DMR_RESPONSES_MAX_COUNT", "7")
+    monkeypatch.setenv("DMR_RESPONSES_MAX_BYTES", "4096")
+    monkeypatch.setenv("DMR_RESPONSES_TTL", "1h30m")
+    settings = Settings.load(models_dir=tmp_path)
+    assert (settings.responses_max_count, settings.responses_max_bytes,
+            settings.responses_ttl) == (7, 4096, 5400.0)
+    defaults = Settings()
+    assert defaults.responses_max_count == 10_000 and defaults.responses_ttl == 30 * 24 * 3600
