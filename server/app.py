@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response
 
-from .api import anthropic, metrics, misc, models, ollama, openai, openapi
+from .api import anthropic, metrics, misc, models, ollama, openai, openapi, responses
 from .api import engines as engines_api
 from .api import security as security_api
 from .config import Settings
@@ -14,6 +14,7 @@ from .core.runtime import Runtime
 from .engines.llamacpp import EngineSettings, LlamaCppEngine
 from .state import State
 from .store.bundled import ensure_default_model
+from .store.responses_store import Limits, ResponseStore
 from .store.runner_config import RunnerConfigs
 from .store.store import ModelStore
 
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.register(app)
     app.register_blueprint(openapi.bp)
     openai.register(app)
+    responses.register(app, ResponseStore(settings.models_dir, Limits(
+        settings.responses_max_count, settings.responses_max_bytes, settings.responses_ttl)))
     anthropic.register(app)
     models.register(app)
     app.register_blueprint(engines_api.bp)

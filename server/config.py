@@ -108,6 +108,11 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     #: When set, every route but /health needs one of these keys (Bearer or x-api-key).
     api_keys: list[str] = field(default_factory=list, repr=False)
+    #: Stored Responses (`/v1/responses` with `store: true`) kept in `<models_dir>/responses/`:
+    #: at most this many, this many bytes, for this long (0 = no bound); oldest evicted first.
+    responses_max_count: int = 10_000
+    responses_max_bytes: int = 256 * 1024 * 1024
+    responses_ttl: float = 30 * 24 * 3600.0
 
     @classmethod
     def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
@@ -168,6 +173,9 @@ _ENV = {
     "DMR_RUNNER": "runner",
     "DMR_CRASH_LOOP_LIMIT": "crash_loop_limit",
     "DMR_CRASH_LOOP_WINDOW": "crash_loop_window",
+    "DMR_RESPONSES_MAX_COUNT": "responses_max_count",
+    "DMR_RESPONSES_MAX_BYTES": "responses_max_bytes",
+    "DMR_RESPONSES_TTL": "responses_ttl",
 }
 
 
@@ -179,10 +187,11 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "models_dir":
         return Path(os.path.expanduser(str(value)))
     if key in ("keep_alive", "request_timeout", "client_timeout", "graceful_timeout",
-               "crash_loop_window"):
+               "crash_loop_window", "responses_ttl"):
         return parse_duration(value)
     if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
-               "max_queue", "kv_cache_tokens", "crash_loop_limit"):
+               "max_queue", "kv_cache_tokens", "crash_loop_limit", "responses_max_count",
+               "responses_max_bytes"):
         return int(value)
     if key in ("cors_origins", "api_keys"):
         items = value.split(",") if isinstance(value, str) else list(value or [])

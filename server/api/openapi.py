@@ -45,6 +45,8 @@ SCHEMAS = {
     "engines.configure": "dmr_configure",
     "models.create_model": "dmr_create",
     "models.push_model": "dmr_push",
+    "responses.create_response": "openai_responses",
+    "responses.count_input_tokens": "openai_responses_input_tokens",
 }
 
 #: Where the response schemas live: one file per dialect, one `$defs` entry per answer.
@@ -77,6 +79,12 @@ RESPONSES = {
     "engines.unload": "dmr_response.unload_result",
     "misc.health": "dmr_response.health",
     "misc.version": "dmr_response.version",
+    "responses.create_response": "responses_api.response",
+    "responses.get_response": "responses_api.response",
+    "responses.cancel_response": "responses_api.response",
+    "responses.delete_response": "responses_api.deleted",
+    "responses.list_input_items": "responses_api.input_item_list",
+    "responses.count_input_tokens": "responses_api.input_tokens",
 }
 
 #: Query parameters read by views (module.function -> name -> (required, description)).
@@ -84,12 +92,19 @@ QUERY = {
     "models.tag_model": {"repo": (True, "target repository"), "tag": (True, "target tag")},
     "models.delete_model": {"force": (False, "delete even when other tags share the files")},
     "engines.show_configuration": {"model": (False, "only this model's configuration")},
+    "responses.get_response": {
+        "stream": (False, "true: stream the response's events (SSE)"),
+        "starting_after": (False, "with stream: only events after this sequence number")},
+    "responses.list_input_items": {
+        "limit": (False, "items per page, 1-100 (20)"), "order": (False, "asc or desc (desc)"),
+        "after": (False, "item id to list after"), "before": (False, "item id to list before")},
 }
 
 #: Views that stream in their dialect's second format when `stream` is set (Ollama: unless
 #: it is false).
 STREAMING = {"openai.chat_completions", "openai.completions", "anthropic.messages",
-             "ollama.chat", "ollama.generate"}
+             "ollama.chat", "ollama.generate", "responses.create_response",
+             "responses.get_response"}
 STREAMS = {"openai": "text/event-stream", "anthropic": "text/event-stream",
            "ollama": "application/x-ndjson"}
 

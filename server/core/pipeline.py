@@ -377,7 +377,10 @@ def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Ev
         if choice.logprobs and item.logprob is not None:
             post.logprobs.append(_logprob(item))
         text, stop_sequence = stopper.feed(decoder.decode(item.piece))
+        thinking = post.in_thinking
         yield from post.feed(text)
+        if thinking or post.in_thinking:
+            usage.reasoning_tokens += 1
         if stop_sequence is not None:
             reason = "stop"
             stream.cancel()
@@ -406,6 +409,10 @@ class _PostProcessor:
         self._forced_text = ""
         self._forced_sent = 0
         self._forced_id = new_call_id()
+
+    @property
+    def in_thinking(self) -> bool:
+        return self.splitter is not None and self.splitter.in_thinking
 
     def feed(self, text: str) -> Iterator[Event]:
         if not text:

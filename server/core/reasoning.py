@@ -146,6 +146,7 @@ def think_then_answer(choice: int, thinking: Iterator[Event], think_usage: Usage
             if text := thought.feed(event.text):
                 yield ThinkingDelta(text, choice)
     _add(usage, think_usage, cached=True)
+    usage.reasoning_tokens += think_usage.completion_tokens
 
     left = None if max_new is None else max_new - think_usage.completion_tokens
     if left is not None and left <= 0:

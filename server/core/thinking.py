@@ -22,6 +22,11 @@ class ThinkSplitter:
         self._state = "thinking" if started else "start"
         self._held = ""
 
+    @property
+    def in_thinking(self) -> bool:
+        """Inside a thinking block (what is fed now is reasoning)."""
+        return self._state == "thinking"
+
     def feed(self, text: str) -> tuple[str, str]:
         buf = self._held + text
         self._held = ""

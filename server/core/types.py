@@ -144,6 +144,8 @@ class Usage:
     completion_tokens: int = 0
     #: Prompt tokens whose KV state was reused from the prefix cache.
     cached_tokens: int = 0
+    #: Generated tokens that were thinking (part of completion_tokens).
+    reasoning_tokens: int = 0
     #: Wall-clock seconds: model load (0 when already loaded), prompt processing, generation.
     load_seconds: float = 0.0
     prompt_seconds: float = 0.0

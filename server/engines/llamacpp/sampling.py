@@ -45,10 +45,16 @@ def _enumerate_small_ranges(schema: Any) -> Any:
     return out
 
 
+def _json_strings(grammar: str) -> str:
+    """llama-cpp-python's converter lets JSON strings hold raw control characters (a newline
+    inside a string), which no JSON parser accepts; forbid them as llama.cpp's own one does."""
+    return grammar.replace(r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |', 1)
+
+
 def schema_grammar(schema: dict[str, Any]) -> str:
     """The GBNF grammar for a JSON Schema; InvalidRequest when it cannot be converted."""
     try:
-        return json_schema_to_gbnf(json.dumps(_enumerate_small_ranges(schema)))
+        return _json_strings(json_schema_to_gbnf(json.dumps(_enumerate_small_ranges(schema))))
     except Exception as exc:  # the converter raises plain exceptions on bad schemas
         raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
 

@@ -50,7 +50,7 @@ REAL_MODEL_METHODS = {"POST"}
 
 #: Generated fields that set how much work a request asks for, and their caps.
 CAPS = {"max_tokens": 4, "max_completion_tokens": 4, "num_predict": 4, "n": 2,
-        "context-size": 512, "num_ctx": 512, "top_logprobs": 2}
+        "context-size": 512, "num_ctx": 512, "top_logprobs": 2, "max_output_tokens": 4}
 
 
 def _cap(node):
@@ -103,9 +103,10 @@ def _schema():
     schema = schemathesis.openapi.from_dict(DOCUMENT)
     for method, path in EXCLUDED:
         schema = schema.exclude(method=method, path=path)
-    # The /v1 and /anthropic/v1 aliases mount the very views fuzzed under /engines/v1 and
-    # /engines/{engine}/v1; fuzzing them again only doubles the time.
-    return schema.exclude(path_regex=r"^/(anthropic/)?v1/")
+    # The /v1 and /anthropic/v1 aliases (and DMR's /responses and /engines/responses) mount
+    # the very views fuzzed under /engines/v1 and /engines/{engine}/v1; fuzzing them again
+    # only doubles the time.
+    return schema.exclude(path_regex=r"^/((anthropic/)?v1/|(engines/)?responses)")
 
 
 schema = _schema()
@@ -167,6 +168,14 @@ GOOD_REQUESTS = [
     ("POST", "/engines/unload", None, {"models": ["fuzz/none"]}),
     ("GET", "/health", None, None),
     ("GET", "/version", None, None),
+    ("POST", "/engines/v1/responses", None,
+     {"model": MODEL, "input": "Say hi", "max_output_tokens": 3, "reasoning": {"effort": "low"},
+      "metadata": {"k": "v"}}),
+    ("POST", "/engines/v1/responses", None,
+     {"model": MODEL, "input": [{"role": "user", "content": "Hi"}], "max_output_tokens": 24,
+      "tool_choice": "required", "store": False,
+      "tools": [{"type": "function", "name": "f", "parameters": _TOOL}]}),
+    ("POST", "/engines/v1/responses/input_tokens", None, {"model": MODEL, "input": "Hi"}),
 ]
 
 
@@ -189,6 +198,22 @@ def test_good_requests_get_documented_answers(fuzz_server):
         assert response.status_code == status, (method, path, response.text[:300])
         content = DOCUMENT["paths"][path][method.lower()]["responses"][str(status)]["content"]
         assert "schema" in content["application/json"], (method, path)
+
+
+@pytest.mark.timeout(120)
+def test_stored_response_routes_get_documented_answers(fuzz_server):
+    """Retrieve, input items and delete of a real stored response match their schemas."""
+    full = schemathesis.openapi.from_dict(DOCUMENT)
+    created = requests.post(fuzz_server.url + "/engines/v1/responses", timeout=60,
+                            json={"model": MODEL, "input": "Hi", "max_output_tokens": 2})
+    assert created.status_code == 200, created.text
+    params = {"response_id": created.json()["id"]}
+    for method, path in (("GET", "/engines/v1/responses/{response_id}"),
+                         ("GET", "/engines/v1/responses/{response_id}/input_items"),
+                         ("DELETE", "/engines/v1/responses/{response_id}")):
+        case = full[path][method].Case(path_parameters=params)
+        response = case.call_and_validate(base_url=fuzz_server.url, timeout=30, checks=CHECKS)
+        assert response.status_code == 200, (method, path, response.text[:300])
 
 
 @schema.parametrize()
