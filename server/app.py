@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
                       configs=RunnerConfigs(settings.models_dir))
     app.extensions["dmr"] = State(settings, store, runtime)
-    security_api.register(app, settings.cors_origins, settings.api_keys)
+    security_api.register(app, settings.cors_origins, settings.api_keys,
+                          bind_host=settings.host if settings.tcp else "127.0.0.1",
+                          allowed_hosts=settings.allowed_hosts)
 
     app.register_blueprint(misc.bp)
     metrics.register(app)
