@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None) -> Flask:
                       crash_loop_limit=settings.crash_loop_limit,
                       crash_loop_window=settings.crash_loop_window)
     app.extensions["dmr"] = State(settings, store, runtime)
-    security_api.register(app, settings.cors_origins, settings.api_keys)
+    security_api.register(app, settings.cors_origins, settings.api_keys,
+                          bind_host=settings.host if settings.tcp else "127.0.0.1",
+                          allowed_hosts=settings.allowed_hosts)
 
     app.register_blueprint(misc.bp)
     metrics.register(app)

@@ -19,14 +19,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings.load(args.config, host=args.host, port=args.port,
                              models_dir=args.models_dir, context_size=args.context_size,
-                             parallel=args.parallel, threads=args.threads)
+                             parallel=args.parallel, threads=args.threads,
+                             socket=args.socket, tcp=False if args.no_tcp else None,
+                             no_auth=True if args.no_auth else None)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    binds = _binds(settings)
 
     class Server(BaseApplication):
         def load_config(self):
             options = {
-                "bind": f"{settings.host}:{settings.port}",
+                "bind": binds,
+                "umask": 0o117,  # the Unix socket is created 0660: its owner and group only
                 "workers": 1,
                 "worker_class": "server.worker.TimeoutThreadWorker",
                 "threads": settings.http_threads,
@@ -44,18 +48,51 @@ def _serve(args: argparse.Namespace) -> int:
 
             return create_app(settings)
 
-    print(f"dmr {__version__}: serving on http://{settings.host}:{settings.port} "
-          f"(models in {settings.models_dir})", file=sys.stderr, flush=True)
+    shown = ", ".join(f"http://{b}" if not b.startswith("unix:") else b for b in binds)
+    print(f"dmr {__version__}: serving on {shown} (models in {settings.models_dir})",
+          file=sys.stderr, flush=True)
     from . import worker
-    from .api.security import OriginMatcher, bind_warning
+    from .api.hosts import HostMatcher
+    from .api.security import OriginMatcher
 
     OriginMatcher(settings.cors_origins)  # a malformed origin fails here, not in the worker
+    HostMatcher(settings.host, settings.allowed_hosts)  # and a malformed allowed host
     worker.CLIENT_TIMEOUT = settings.client_timeout  # inherited by the forked worker
-    warning = bind_warning(settings.host, settings.api_keys)
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
+    _guard_exposure(settings)
     Server().run()
     return 0
+
+
+def _binds(settings: Settings) -> list[str]:
+    """Gunicorn's bind addresses: TCP (IPv6 in brackets) and/or `unix:PATH`."""
+    binds = []
+    if settings.tcp:
+        host = settings.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        binds.append(f"{host}:{settings.port}")
+    if settings.socket:
+        binds.append(f"unix:{settings.socket}")
+    if not binds:
+        raise ValueError("nothing to listen on: --no-tcp needs --socket PATH")
+    return binds
+
+
+def _guard_exposure(settings: Settings) -> None:
+    """Beyond loopback, no request is served without a key unless told `--no-auth`."""
+    from . import keyfile
+    from .api.security import bind_warning, is_loopback
+
+    if not settings.tcp or is_loopback(settings.host) or settings.api_keys:
+        return
+    if settings.no_auth:
+        print(bind_warning(settings.host, settings.api_keys), file=sys.stderr, flush=True)
+        return
+    key, created = keyfile.load_or_create(settings.models_dir)
+    settings.api_keys = [key]  # create_app runs in the worker Gunicorn forks from here
+    url = f"http://{keyfile.reachable_address(settings.host)}:{settings.port}"
+    print(keyfile.banner(key, created, url, keyfile.key_path(settings.models_dir)),
+          file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--parallel", type=int, help="sequences decoded together (default 8)")
     serve.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--socket", metavar="PATH",
+                       help="also listen on this Unix socket (created 0660, removed on exit)")
+    serve.add_argument("--no-tcp", action="store_true", help="listen on --socket only")
+    serve.add_argument("--no-auth", action="store_true",
+                       help="beyond loopback, serve without an API key (no key is generated)")
     serve.set_defaults(func=_serve)
     _add_client_commands(sub)
     return parser

@@ -317,9 +317,9 @@ def status(args: argparse.Namespace) -> int:
             _print_json({"running": False, "error": str(exc)})
         raise
     if args.json:
-        _print_json({"running": True, "engines": engines, "host": client.base})
+        _print_json({"running": True, "engines": engines, "host": client.shown})
         return 0
-    print(f"Docker Model Runner is running ({client.base})")
+    print(f"Docker Model Runner is running ({client.shown})")
     rows = [[name, text.split(":", 1)[0], text.split(":", 1)[-1].strip()]
             for name, text in engines.items()]
     table(["BACKEND", "STATUS", "DETAILS"], rows)
@@ -333,7 +333,7 @@ def version(args: argparse.Namespace) -> int:
     except ClientError:
         server = None
     if args.json:
-        _print_json({"client": __version__, "server": server, "host": client.base})
+        _print_json({"client": __version__, "server": server, "host": client.shown})
         return 0
     print(f"Client: dmr {__version__}")
     print(f"Server: {f'dmr {server}' if server else 'not reachable'} ({client.base})")

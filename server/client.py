@@ -1,20 +1,24 @@
 """HTTP client for a running server (what the `dmr` commands talk to).
 
-The server is `MODEL_RUNNER_HOST` (DMR's variable), default http://127.0.0.1:12434. Every
-failure becomes a ClientError with one line a person can act on.
+The server is `MODEL_RUNNER_HOST` (DMR's variable), default http://127.0.0.1:12434, or
+`unix:///path/to.sock` for a server's Unix socket. The API key is `DMR_API_KEY`; without it, a
+local server's generated key (in the models directory) is used. Every failure becomes a
+ClientError with one line a person can act on.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 DEFAULT_HOST = "http://127.0.0.1:12434"
+UNIX_SCHEME = "unix://"
 
 
 class ClientError(Exception):
@@ -22,8 +26,32 @@ class ClientError(Exception):
 
 
 def base_url() -> str:
-    host = (os.environ.get("MODEL_RUNNER_HOST") or DEFAULT_HOST).strip().rstrip("/")
+    host = (os.environ.get("MODEL_RUNNER_HOST") or DEFAULT_HOST).strip()
+    if host.startswith(UNIX_SCHEME):
+        return host
+    host = host.rstrip("/")
     return host if "://" in host else f"http://{host}"
+
+
+def api_key(base: str) -> str | None:
+    """`DMR_API_KEY`, else the key a server on this machine generated (never sent anywhere
+    else: it guards this machine's server)."""
+    key = os.environ.get("DMR_API_KEY", "").strip()
+    if key:
+        return key
+    from .config import default_models_dir
+    from .keyfile import read_key
+
+    if not base.startswith(UNIX_SCHEME) and not _loopback(urlsplit(base).hostname or ""):
+        return None
+    return read_key(os.environ.get("MODELS_PATH") or default_models_dir())
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _path(name: str) -> str:
@@ -32,9 +60,20 @@ def _path(name: str) -> str:
 
 class Client:
     def __init__(self, base: str | None = None, timeout: float = 30):
-        self.base = (base or base_url()).rstrip("/")
+        target = base or base_url()
+        self.shown = target
+        if target.startswith(UNIX_SCHEME):
+            from .unix_http import SOCKET_BASE, session_for
+
+            self.base = SOCKET_BASE
+            self._session = session_for(target[len(UNIX_SCHEME):])
+        else:
+            self.base = target.rstrip("/")
+            self._session = requests.Session()
         self.timeout = timeout
-        self._session = requests.Session()
+        key = api_key(target)
+        if key:
+            self._session.headers["Authorization"] = f"Bearer {key}"
 
     # ------------------------------------------------------------------ transport
 
@@ -44,10 +83,10 @@ class Client:
             response = self._session.request(method, self.base + path, stream=stream,
                                              timeout=None if stream else self.timeout, **kwargs)
         except requests.ConnectionError as exc:
-            raise ClientError(f"cannot reach the model runner at {self.base} (is `dmr serve` "
+            raise ClientError(f"cannot reach the model runner at {self.shown} (is `dmr serve` "
                               "running? set MODEL_RUNNER_HOST to point elsewhere)") from exc
         except requests.RequestException as exc:
-            raise ClientError(f"request to {self.base} failed: {exc}") from exc
+            raise ClientError(f"request to {self.shown} failed: {exc}") from exc
         if response.status_code not in ok:
             raise ClientError(_error_text(response))
         return response

@@ -113,6 +113,14 @@ class Settings:
     responses_max_count: int = 10_000
     responses_max_bytes: int = 256 * 1024 * 1024
     responses_ttl: float = 30 * 24 * 3600.0
+    #: Host names accepted besides loopback, the bind address and the container names
+    #: (DNS-rebinding protection): name, name:port, .suffix, or "*" to accept any Host.
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Serve a non-loopback bind without API keys instead of generating one (you were warned).
+    no_auth: bool = False
+    #: A Unix socket to listen on (0660), beside TCP or, with tcp false, instead of it.
+    socket: str = ""
+    tcp: bool = True
 
     @classmethod
     def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
@@ -166,6 +174,10 @@ _ENV = {
     "DMR_KV_UNIFIED": "kv_unified",
     "DMR_ORIGINS": "cors_origins",
     "DMR_API_KEYS": "api_keys",
+    "DMR_ALLOWED_HOSTS": "allowed_hosts",
+    "DMR_NO_AUTH": "no_auth",
+    "DMR_SOCKET": "socket",
+    "DMR_TCP": "tcp",
     "DMR_REQUEST_TIMEOUT": "request_timeout",
     "DMR_CLIENT_TIMEOUT": "client_timeout",
     "DMR_GRACEFUL_TIMEOUT": "graceful_timeout",
@@ -184,6 +196,8 @@ def _from_env() -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any) -> Any:
+    if key == "socket":
+        return os.path.expanduser(str(value or ""))
     if key == "models_dir":
         return Path(os.path.expanduser(str(value)))
     if key in ("keep_alive", "request_timeout", "client_timeout", "graceful_timeout",
@@ -193,10 +207,10 @@ def _coerce(key: str, value: Any) -> Any:
                "max_queue", "kv_cache_tokens", "crash_loop_limit", "responses_max_count",
                "responses_max_bytes"):
         return int(value)
-    if key in ("cors_origins", "api_keys"):
+    if key in ("cors_origins", "api_keys", "allowed_hosts"):
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [str(item).strip() for item in items if str(item).strip()]
-    if key in ("import_default_model", "kv_unified"):
+    if key in ("import_default_model", "kv_unified", "no_auth", "tcp"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     if key == "extra_buffers":
         text = {True: "on", False: "off"}.get(value, str(value).strip().lower())

@@ -1,4 +1,7 @@
-"""CORS and optional API keys, checked once for every route before any dialect runs.
+"""The Host allow-list, CORS and API keys, checked once for every route before any dialect runs.
+
+The Host check comes first (hosts.py: no DNS-rebinding page gets past it, whatever its
+`Origin`).
 
 DMR matches origins as exact strings, so its own `http://localhost:*` never matches a real
 port; here a `:*` pattern matches any port. Browsers on loopback origins are allowed by default
@@ -22,13 +25,15 @@ from werkzeug.exceptions import HTTPException
 
 from ..core.errors import DMRError, Forbidden, Unauthorized
 from . import anthropic, ollama, openai
+from .hosts import DesktopPrefix, HostMatcher
 from .models import plain_error
 
 #: Loopback origins on any port, over http and https: always allowed.
 DEFAULT_ORIGINS = tuple(f"{scheme}://{host}:*" for host in ("localhost", "127.0.0.1", "[::1]")
                         for scheme in ("http", "https"))
 ALLOWED_METHODS = "GET, POST, DELETE"
-#: Paths open without an API key (health checks from load balancers and `dmr` itself).
+#: Paths open without an API key or an allowed Host (probes from load balancers, container
+#: health checks and `dmr` itself); they answer nothing but "up".
 OPEN_PATHS = frozenset({"/health"})
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -149,9 +154,10 @@ def bind_warning(host: str, api_keys: Iterable[str]) -> str | None:
     """What `dmr serve` prints when it listens beyond loopback with no API key."""
     if is_loopback(host) or any(api_keys):
         return None
-    return (f"WARNING: serving on {host} without API keys: anyone who can reach this address "
-            "can use and manage the models. Set api_keys in the config file or DMR_API_KEYS, "
-            "or bind to 127.0.0.1.")
+    return (f"WARNING: serving on {host} without API keys (--no-auth): anyone who can reach "
+            "this address can use and manage the models and read the recorded requests. Drop "
+            "--no-auth to require a generated key, set api_keys (DMR_API_KEYS), or bind to "
+            "127.0.0.1.")
 
 
 def _discard_body() -> None:
@@ -180,12 +186,23 @@ def _preflight() -> Response:
     return response
 
 
-def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str]) -> None:
+def host_message(host: str) -> str:
+    shown = host if len(host) <= 100 else host[:100] + "..."
+    return (f"Host {shown!r} not allowed: this server answers only to loopback names, its bind "
+            "address and allowed_hosts (DMR_ALLOWED_HOSTS); see docs/security.md")
+
+
+def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str], *,
+             bind_host: str = "127.0.0.1", allowed_hosts: Iterable[str] = ()) -> None:
     """Install the checks as the app's first before_request hook and the CORS headers after."""
     matcher = OriginMatcher(origins)
     keys = KeyChecker(api_keys)
+    hosts = HostMatcher(bind_host, allowed_hosts)
 
     def check() -> Response | None:
+        host = request.environ.get("HTTP_HOST")
+        if not hosts.allows(host) and request.path not in OPEN_PATHS:
+            return _reject(Forbidden(host_message(host or "")))
         origin = request.headers.get("Origin")
         if origin is not None and not matcher.allows(origin):
             return _reject(Forbidden("Origin not allowed"))
@@ -206,7 +223,8 @@ def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str]) -> Non
 
     def cors_headers(response: Response) -> Response:
         origin = request.headers.get("Origin")
-        if origin is None or not matcher.allows(origin):
+        if (origin is None or not matcher.allows(origin)
+                or not hosts.allows(request.environ.get("HTTP_HOST"))):
             return response
         response.headers["Access-Control-Allow-Origin"] = origin  # set, never added twice
         response.headers["Access-Control-Allow-Credentials"] = "true"
@@ -217,3 +235,4 @@ def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str]) -> Non
 
     app.before_request_funcs.setdefault(None, []).insert(0, check)
     app.after_request(cors_headers)
+    app.wsgi_app = DesktopPrefix(app.wsgi_app)  # Docker Desktop's socket paths, socket only

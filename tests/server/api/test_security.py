@@ -92,18 +92,35 @@ def test_loopback_and_bind_warning():
     assert "without API keys" in bind_warning("0.0.0.0", [])
 
 
-def test_serve_warns_when_exposed_without_keys(monkeypatch, capsys, tmp_path):
+def test_serve_beyond_loopback_needs_a_key_or_no_auth(monkeypatch, capsys, tmp_path):
     from gunicorn.app.base import BaseApplication
 
     monkeypatch.delenv("DMR_API_KEYS", raising=False)
+    monkeypatch.delenv("DMR_NO_AUTH", raising=False)
     monkeypatch.setattr(BaseApplication, "run", lambda self: None)  # nothing is bound
-    args = cli.build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "1",
-                                          "--models-dir", str(tmp_path)])
+    argv = ["serve", "--host", "0.0.0.0", "--port", "1", "--models-dir", str(tmp_path)]
+    args = cli.build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    assert "needs an API key (generated" in err and "WARNING" not in err
+    assert (tmp_path / "api-key").read_text().strip() in err
+    args = cli.build_parser().parse_args([*argv, "--no-auth"])
+    assert args.func(args) == 0
+    assert "WARNING: serving on 0.0.0.0 without API keys" in capsys.readouterr().err
+    monkeypatch.setenv("DMR_NO_AUTH", "1")  # the environment's opt-out
+    args = cli.build_parser().parse_args(argv)
     assert args.func(args) == 0
     assert "WARNING: serving on 0.0.0.0 without API keys" in capsys.readouterr().err
     monkeypatch.setenv("DMR_API_KEYS", "k")
     assert args.func(args) == 0
-    assert "WARNING" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "WARNING" not in err and "needs an API key" not in err
+
+
+def test_no_tcp_needs_a_socket(tmp_path):
+    args = cli.build_parser().parse_args(["serve", "--no-tcp", "--models-dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--no-tcp needs --socket"):
+        args.func(args)
 
 
 # ----------------------------------------------------------------------------- live servers
