@@ -129,7 +129,7 @@ def _raw(head: bytes, url: str) -> tuple[bytes, float]:
     ("/engines/v1/chat/completions", "openai"), ("/v1/messages", "anthropic"),
     ("/api/chat", "ollama")])
 def test_a_body_that_stops_arriving_is_a_408(url, path, shape):
-    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: 200\r\n\r\n").encode() + b'{"model": "ai/smollm2", '
     data, elapsed = _raw(head, url)
     status_line, _, rest = data.partition(b"\r\n")
@@ -145,7 +145,7 @@ def test_a_body_that_stops_arriving_is_a_408(url, path, shape):
 def test_stalled_headers_are_dropped_and_the_server_keeps_serving(url):
     stalled = [_connect(url) for _ in range(3)]
     for sock in stalled:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
     assert requests.get(f"{url}/health", timeout=10).status_code == 200
     started = time.monotonic()
     for sock in stalled:
