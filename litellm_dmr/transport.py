@@ -58,27 +58,50 @@ def _error_message(body: str) -> str:
     return body.strip()
 
 
-def status_error(status: int, body: str, url: str) -> CustomLLMError:
-    """An HTTP error LiteLLM will map by status (its exception_type reads `status_code`)."""
-    return CustomLLMError(
+def status_error(status: int, body: str, url: str,
+                 headers: httpx.Headers | None = None) -> CustomLLMError:
+    """An HTTP error LiteLLM will map by status (its exception_type reads `status_code`):
+    5xx become InternalServerError/BadGatewayError/ServiceUnavailableError, which its Router
+    retries on another deployment and counts for cooldowns; 400, 413 and 422 are the
+    caller's fault and are neither. The response headers ride along, so an overloaded
+    server's `Retry-After` sets how long the Router leaves it alone."""
+    error = CustomLLMError(
         status_code=status,
         message=f"Docker Model Runner: {_error_message(body)} (HTTP {status} from POST {url})",
     )
+    if headers is not None:
+        error.headers = headers  # read by litellm's exception mapping (_get_response_headers)
+    return error
 
 
 def transport_error(exc: httpx.HTTPError, url: str, model: str, provider: str) -> Exception:
-    """Translate a network failure into LiteLLM's class, naming the URL that was tried."""
+    """Translate a network failure into the LiteLLM class its Router treats as a node failure.
+
+    The Router retries on another deployment and counts toward `allowed_fails`/cooldown only
+    errors whose status says so, and it never cools a deployment down for an exception whose
+    text contains "APIConnectionError" (`router_utils/cooldown_handlers._is_cooldown_required`):
+    a dead server would keep its share of the traffic. So a server that cannot be reached, or
+    that drops the connection, is a 503 `ServiceUnavailableError` and a timeout is a 408
+    `Timeout`: both are retried elsewhere and cool the deployment down.
+    """
     if isinstance(exc, httpx.TimeoutException):
         return litellm.Timeout(
             message=f"Docker Model Runner at {url} timed out: {exc!r}",
             model=model,
             llm_provider=provider,
         )
-    return litellm.APIConnectionError(
-        message=(
-            f"Cannot reach Docker Model Runner at {url}: {exc!r}. Is the server running? "
-            f"Set api_base or ${ENV_API_BASE} to its address."
-        ),
+    if isinstance(exc, httpx.TransportError):
+        return litellm.ServiceUnavailableError(
+            message=(
+                f"Cannot reach Docker Model Runner at {url}: {exc!r}. Is the server running? "
+                f"Set api_base or ${ENV_API_BASE} to its address."
+            ),
+            llm_provider=provider,
+            model=model,
+        )
+    return litellm.APIError(  # e.g. a response body that cannot be decoded
+        status_code=502,
+        message=f"Docker Model Runner at {url} sent a broken response: {exc!r}",
         llm_provider=provider,
         model=model,
     )
@@ -101,7 +124,7 @@ def post_json(req: Request, timeout: float | httpx.Timeout | None) -> dict[str, 
     except httpx.HTTPError as exc:
         raise transport_error(exc, req.url, req.model, req.provider) from exc
     if resp.status_code >= 400:
-        raise status_error(resp.status_code, resp.text, req.url)
+        raise status_error(resp.status_code, resp.text, req.url, resp.headers)
     return _decode_json(resp, req.url)
 
 
@@ -113,7 +136,7 @@ async def apost_json(req: Request, timeout: float | httpx.Timeout | None) -> dic
     except httpx.HTTPError as exc:
         raise transport_error(exc, req.url, req.model, req.provider) from exc
     if resp.status_code >= 400:
-        raise status_error(resp.status_code, resp.text, req.url)
+        raise status_error(resp.status_code, resp.text, req.url, resp.headers)
     return _decode_json(resp, req.url)
 
 
@@ -154,7 +177,7 @@ def stream_events(req: Request, timeout: float | httpx.Timeout | None) -> Iterat
             body = resp.read().decode(errors="replace")
         finally:
             resp.close()
-        raise status_error(resp.status_code, body, req.url)
+        raise status_error(resp.status_code, body, req.url, resp.headers)
     return _iter_events(resp, req)
 
 
@@ -182,7 +205,8 @@ async def astream_events(req: Request, timeout: float | httpx.Timeout | None
                                      headers=req.headers) as resp:
                 if resp.status_code >= 400:
                     raise status_error(resp.status_code,
-                                       (await resp.aread()).decode(errors="replace"), req.url)
+                                       (await resp.aread()).decode(errors="replace"), req.url,
+                                       resp.headers)
                 async for line in resp.aiter_lines():
                     if line.strip() == "data: [DONE]":
                         return

@@ -8,9 +8,11 @@ from flask import Flask, Response
 
 from .api import anthropic, metrics, misc, models, ollama, openai, openapi
 from .api import engines as engines_api
+from .api import remote as remote_api
 from .api import security as security_api
 from .config import Settings
 from .core.runtime import Runtime
+from .engines import remote as remote_engines
 from .engines.llamacpp import EngineSettings, LlamaCppEngine
 from .state import State
 from .store.bundled import ensure_default_model
@@ -38,9 +40,11 @@ def create_app(settings: Settings | None = None) -> Flask:
             kv_unified=settings.kv_unified)),
     }
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
-                      configs=RunnerConfigs(settings.models_dir))
+                      configs=RunnerConfigs(settings.models_dir),
+                      remotes=remote_engines.build(settings.engines))
     app.extensions["dmr"] = State(settings, store, runtime)
     security_api.register(app, settings.cors_origins, settings.api_keys)
+    remote_api.register(app)  # after the security hooks: keys and CORS apply when forwarding
 
     app.register_blueprint(misc.bp)
     metrics.register(app)

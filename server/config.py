@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .engines.remote import config as remote_config
+
 DEFAULT_PORT = 12434
 DEFAULT_MODEL = "ai/smollm2"
 
@@ -99,6 +101,9 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     #: When set, every route but /health needs one of these keys (Bearer or x-api-key).
     api_keys: list[str] = field(default_factory=list, repr=False)
+    #: Remote engines by name (`engines:` in the file, DMR_ENGINE_<NAME>=<url>,... in the
+    #: environment): OpenAI-compatible upstreams served at /engines/<name>/v1 (docs/scaling.md).
+    engines: dict[str, remote_config.RemoteConfig] = field(default_factory=dict)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
@@ -110,6 +115,9 @@ class Settings:
                 raise ValueError(f"{config_file}: expected a mapping at the top level")
             values.update(_server_section(data))
         values.update(_from_env())
+        from_env = remote_config.from_environment(os.environ)
+        if from_env:  # each DMR_ENGINE_<NAME> replaces that engine's upstreams only
+            values["engines"] = remote_config.merge(values.get("engines"), from_env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(values)
 
@@ -173,6 +181,8 @@ def _coerce(key: str, value: Any) -> Any:
     if key in ("cors_origins", "api_keys"):
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [str(item).strip() for item in items if str(item).strip()]
+    if key == "engines":
+        return remote_config.parse_engines(value)
     if key in ("import_default_model", "kv_unified"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     return value

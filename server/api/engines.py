@@ -23,6 +23,7 @@ from ..core.errors import Conflict, DMRError, InvalidRequest, NotSupported
 from ..core.runtime import KNOWN_ENGINES, LoadedEntry
 from ..state import current
 from ..store.runner_config import RunnerConfig, go_duration, parse_flags, split_raw_flags
+from . import remote
 from .models import plain_error, plain_http_error
 from .validation import json_body, validate
 
@@ -55,8 +56,10 @@ def status():
             detail = f"llama-cpp-python {_version('llama_cpp_python')}" \
                 if name == "llama.cpp" else "installed"
             out[name] = f"Running: {detail}"
-        else:
+        elif name not in runtime.remotes:
             out[name] = "Not Installed: not configured on this server"
+    for name, engine in runtime.remotes.items():  # remote engines: each upstream's health
+        out[name] = remote.status_text(engine)
     return jsonify(out)
 
 
@@ -172,6 +175,8 @@ def configure(engine: str | None = None):
     validate("dmr_configure", body)
     state = current()
     state.runtime.resolve_engine(engine)
+    if engine in state.runtime.remotes:
+        raise NotSupported(f"{engine} is a remote engine: configure its models on its upstreams")
     model = state.store.get(body["model"])
     configs = state.runtime.configs
     cfg = _merge(configs.get(model.id), body)

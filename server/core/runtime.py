@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.store import ModelStore, StoredModel
-from .errors import EngineFailure, EngineNotFound, EngineNotInstalled, ModelLoadFailed
+from .errors import (
+    EngineFailure,
+    EngineNotFound,
+    EngineNotInstalled,
+    ModelLoadFailed,
+    NotSupported,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +78,13 @@ class Lease:
 
 class Runtime:
     def __init__(self, store: ModelStore, engines: dict[str, Any], *, keep_alive: float,
-                 janitor_interval: float = 1.0, configs: Any = None):
+                 janitor_interval: float = 1.0, configs: Any = None,
+                 remotes: dict[str, Any] | None = None):
         self.store = store
         self.engines = engines
+        #: Remote engines (engines.remote.RemoteEngine) by name: they forward to upstreams at
+        #: the chat level (server/api/remote.py) and never load a model here.
+        self.remotes = remotes or {}
         self.keep_alive = keep_alive
         #: Per-model settings from /engines/_configure (store.runner_config.RunnerConfigs).
         self.configs = configs
@@ -88,7 +98,7 @@ class Runtime:
 
     def resolve_engine(self, name: str | None) -> str:
         engine = name or DEFAULT_ENGINE
-        if engine in self.engines:
+        if engine in self.engines or engine in self.remotes:
             return engine
         if engine in KNOWN_ENGINES:
             raise EngineNotInstalled(engine)
@@ -107,6 +117,9 @@ class Runtime:
                 keep_alive: float | None = None) -> Lease:
         """Load (if needed) and hold the model `ref` names; release() it when done."""
         engine_name = self.resolve_engine(engine)
+        if engine_name in self.remotes:
+            raise NotSupported(f"{engine_name} is a remote engine: its upstreams serve "
+                               "the models, nothing is loaded here")
         stored = self.store.get(ref)
         key = (stored.id, engine_name)
         with self._lock:
@@ -176,6 +189,8 @@ class Runtime:
     def close(self) -> None:
         self._stop.set()
         self.unload(only_idle=False)
+        for remote in self.remotes.values():
+            remote.close()
 
     def _reap_once(self) -> None:
         now = time.monotonic()
