@@ -18,8 +18,9 @@ MODEL = "Org/Stub-Model"
 
 
 class StubUpstream:
-    """`mode`: "ok", "500", "503", "404", "400", "slow" (sleeps `delay` before answering),
-    "break" (a stream that dies after two chunks), "hang_stream" (headers, then silence)."""
+    """`mode`: "ok", "500", "502", "503", "404", "400", "slow" (sleeps `delay` before
+    answering), "break" (a stream that dies after two chunks), "hang_stream" (headers, then
+    silence), "tool" (a stream with thinking and a tool call)."""
 
     def __init__(self, name: str = "stub"):
         self.name = name
@@ -32,7 +33,8 @@ class StubUpstream:
         self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
         self.port = self._server.server_port
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -53,12 +55,13 @@ class StubUpstream:
             return self._json({"object": "list", "data": [
                 {"id": m, "object": "model", "owned_by": self.name} for m in self.models]})
         body = request.get_json(silent=True) or {}
-        self.requests.append({"path": request.path, "body": body,
+        self.requests.append({"path": request.path, "body": body, "method": request.method,
+                              "query": request.query_string.decode(),
                               "headers": dict(request.headers)})
         mode = self.mode
         if mode == "slow":
             time.sleep(self.delay)
-        if mode in ("500", "503", "404", "400"):
+        if mode in ("500", "502", "503", "404", "400"):
             status = int(mode)
             headers = {"Retry-After": "2"} if status == 503 else {}
             return self._json({"error": {"message": f"stub says {status}", "type": "x",
@@ -69,6 +72,18 @@ class StubUpstream:
                 "usage": {"prompt_tokens": 2, "total_tokens": 2}})
         if body.get("stream"):
             return Response(self._stream(body, mode), mimetype="text/event-stream")
+        if mode == "tool":
+            return self._json({"id": "c1", "object": "chat.completion", "model": body["model"],
+                               "choices": [{"index": 0, "finish_reason": "tool_calls",
+                                            "message": {
+                                                "role": "assistant", "content": None,
+                                                "reasoning_content": "The user wants weather.",
+                                                "tool_calls": [{
+                                                    "id": "call_9", "type": "function",
+                                                    "function": {"name": "get_weather",
+                                                                 "arguments": '{"city": "Paris"}'}}]}}],
+                               "usage": {"prompt_tokens": 9, "completion_tokens": 7,
+                                         "total_tokens": 16}})
         return self._json({"id": "c1", "object": "chat.completion", "model": body.get("model"),
                            "choices": [{"index": 0, "finish_reason": "stop", "message": {
                                "role": "assistant", "content": f"hello from {self.name}"}}],
@@ -86,6 +101,17 @@ class StubUpstream:
         if mode == "hang_stream":
             yield b": waiting\n\n"
             time.sleep(30)
+        if mode == "tool":  # thinking, then a tool call in two pieces, as vLLM streams them
+            yield event({"role": "assistant", "reasoning_content": "The user wants weather."})
+            yield event({"tool_calls": [{"index": 0, "id": "call_9", "type": "function",
+                                         "function": {"name": "get_weather", "arguments": ""}}]})
+            yield event({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]})
+            yield event({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]})
+            yield event({}, "tool_calls")
+            yield event({}, usage={"prompt_tokens": 9, "completion_tokens": 7,
+                                   "total_tokens": 16})
+            yield b"data: [DONE]\n\n"
+            return
         yield event({"role": "assistant", "content": ""})
         yield event({"content": f"hello from {self.name}"})
         if mode == "break":
