@@ -7,6 +7,7 @@ usual classes with the server's status kept (404 -> NotFoundError, 400 -> BadReq
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -195,23 +196,30 @@ def _iter_events(resp: httpx.Response, req: Request) -> Iterator[dict[str, Any]]
         resp.close()
 
 
-async def astream_events(req: Request, timeout: float | httpx.Timeout | None
-                         ) -> AsyncIterator[dict[str, Any]]:
-    """Async twin of `stream_events`, lazy: LiteLLM only starts a custom async stream by
-    iterating it, so errors surface on the first chunk (see docs/litellm.md)."""
+def astream_events(req: Request, timeout: float | httpx.Timeout | None
+                   ) -> AsyncIterator[dict[str, Any]]:
+    """Async twin of `stream_events` that is just as eager: the request is sent, and a
+    refused connection or an HTTP error raised, before this returns.
+
+    LiteLLM wraps a custom provider's async stream in its stream wrapper without awaiting
+    anything, and its Router only retries another deployment, and counts the failure for
+    cooldowns, when `acompletion` itself raises: an error met while the stream is first read
+    becomes a MidStreamFallbackError that only a configured fallback group handles. LiteLLM
+    calls `astreaming` in an executor thread, so connecting here blocks no event loop; the
+    events are then read off the event loop's thread one at a time.
+    """
+    return _off_thread(stream_events(req, timeout))
+
+
+async def _off_thread(events: Iterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    end = object()
     try:
-        async with httpx.AsyncClient(timeout=as_timeout(timeout)) as client:
-            async with client.stream("POST", req.url, json=req.body,
-                                     headers=req.headers) as resp:
-                if resp.status_code >= 400:
-                    raise status_error(resp.status_code,
-                                       (await resp.aread()).decode(errors="replace"), req.url,
-                                       resp.headers)
-                async for line in resp.aiter_lines():
-                    if line.strip() == "data: [DONE]":
-                        return
-                    event = _sse_payload(line)
-                    if event is not None:
-                        yield event
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, req.url, req.model, req.provider) from exc
+        while True:
+            event = await asyncio.to_thread(next, events, end)
+            if event is end:
+                return
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
