@@ -6,7 +6,6 @@ requests are in flight, nor afterwards."""
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import subprocess
 import time
@@ -18,32 +17,15 @@ import pytest
 import yaml
 from openai import OpenAI
 
+from bench.fleet import fleet_config
 from tests.conftest import NO_EOS, ServerProcess, free_port
 
-from .test_proxy import EXAMPLE, REPO, _litellm_command
+from .test_proxy import REPO, _litellm_command
 
 SERVER_ENV = {"DMR_THREADS": "1", "DMR_CONTEXT_SIZE": "1024", "DMR_PARALLEL": "2",
               "DMR_KEEP_ALIVE": "-1"}
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]
 
-_YAML_LINE = re.compile(r"^\s*# (\s*- |\s*[A-Za-z_]+:(\s|$))")
-
-
-def fleet_config(a: str, b: str) -> str:
-    """config.example.yaml with its fleet sections uncommented: `fleet` on servers a and b
-    (the example's other models on a), so the documented settings are the tested ones."""
-    out, inside = [], False
-    for line in EXAMPLE.read_text().splitlines():
-        if "# --- fleet" in line:
-            inside = True
-        elif "# --- end fleet" in line:
-            inside = False
-        elif inside and _YAML_LINE.match(line):
-            line = line.replace("# ", "", 1)
-        out.append(line)
-    text = "\n".join(out) + "\n"
-    return (text.replace("http://gpu-1:12434", a).replace("http://gpu-2:12434", b)
-            .replace("http://localhost:12434", a).replace("http://localhost:12435", a))
 
 
 @pytest.fixture(scope="module")
