@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                       remotes=remote_engines.build(settings.engines))
     app.extensions["dmr"] = State(settings, store, runtime)
     security_api.register(app, settings.cors_origins, settings.api_keys)
-    remote_api.register(app)  # after the security hooks: keys and CORS apply when forwarding
+    remote_api.register(app, runtime.remotes)  # after the security hooks (keys, CORS)
 
     app.register_blueprint(misc.bp)
     metrics.register(app)

@@ -17,8 +17,8 @@ import hashlib
 import logging
 import re
 
-from flask import Blueprint, Flask, Response, abort, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..core import pipeline
 from ..core.errors import DMRError, InvalidRequest
@@ -170,14 +170,35 @@ def _intercept() -> Response | None:
     return None
 
 
-@bp.route("/engines/<engine>/v1/<path:rest>", methods=["GET", "POST", "DELETE"])
+#: Registered only when remote engines are configured.
+passthrough_bp = Blueprint("remote_passthrough", __name__)
+
+
+@passthrough_bp.route("/engines/<engine>/v1/<path:rest>", methods=["GET", "POST", "DELETE"])
 def any_route(engine: str, rest: str):
-    """A URL rule for every path under a remote engine (so CORS preflights find one); the
-    requests themselves are forwarded by the hook above before routing gets here."""
+    """Any OpenAI route of a remote engine, passed through to its upstreams. (The hook above
+    forwards these before routing gets here; the rule gives CORS preflights a route.)"""
     remote = current().runtime.remotes.get(engine)
     if remote is None:
-        abort(404)
+        _not_found_or_not_allowed()
     return remote_proxy.passthrough(remote, rest)
+
+
+def _not_found_or_not_allowed() -> None:
+    """For other engines this rule must not change what they answered without it: 405 when
+    another route has the path with other methods, else 404."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    allowed = set()
+    for method in ("GET", "POST", "DELETE", "PUT", "PATCH"):
+        try:
+            endpoint, _ = adapter.match(method=method)
+        except HTTPException:
+            continue
+        if endpoint != request.endpoint:
+            allowed.add(method)
+    if allowed:
+        raise MethodNotAllowed(sorted(allowed))
+    abort(404)
 
 
 # ------------------------------------------------------------------------------ status
@@ -205,7 +226,9 @@ def status_text(engine: RemoteEngine) -> str:
     return f"{state}: remote, {healthy}/{total} upstreams up; " + "; ".join(parts)
 
 
-def register(app: Flask) -> None:
+def register(app: Flask, remotes: dict[str, RemoteEngine]) -> None:
     """Call after the security hooks: keys and CORS apply to forwarded requests too."""
     app.before_request(_intercept)
     app.register_blueprint(bp)
+    if remotes:
+        app.register_blueprint(passthrough_bp)

@@ -374,3 +374,12 @@ def test_ollama_tool_calls_from_an_upstream(stubs, app_for, stream):
     assert lines[-1]["done"] and lines[-1]["eval_count"] == 7
     sent = next(r["body"] for r in a.requests + b.requests if r["method"] == "POST")
     assert sent.get("stream", False) is stream  # a whole answer is asked for as one
+
+
+def test_other_engines_keep_their_404_and_405(stubs, app_for):
+    a, b = stubs
+    client = app_for(a, b)
+    assert client.get("/engines/llama.cpp/v1/chat/completions").status_code == 405
+    assert client.get("/engines/llama.cpp/v1/no/such/route").status_code == 404
+    assert client.post("/engines/nosuch/v1/chat/completions", json=CHAT).status_code == 404
+    assert client.get("/engines/vllm/v1/files").status_code == 200  # the remote's: forwarded
