@@ -75,7 +75,8 @@ def status_error(status: int, body: str, url: str,
     return error
 
 
-def transport_error(exc: httpx.HTTPError, url: str, model: str, provider: str) -> Exception:
+def transport_error(exc: httpx.HTTPError, url: str, model: str, provider: str,
+                    answering: bool = False) -> Exception:
     """Translate a network failure into the LiteLLM class its Router treats as a node failure.
 
     The Router retries on another deployment and counts toward `allowed_fails`/cooldown only
@@ -92,11 +93,13 @@ def transport_error(exc: httpx.HTTPError, url: str, model: str, provider: str) -
             llm_provider=provider,
         )
     if isinstance(exc, httpx.TransportError):
+        if answering:  # `answering`: the answer had started when the connection broke
+            message = f"The connection to Docker Model Runner at {url} broke mid-answer: {exc!r}"
+        else:
+            message = (f"Cannot reach Docker Model Runner at {url}: {exc!r}. Is the server "
+                       f"running? Set api_base or ${ENV_API_BASE} to its address.")
         return litellm.ServiceUnavailableError(
-            message=(
-                f"Cannot reach Docker Model Runner at {url}: {exc!r}. Is the server running? "
-                f"Set api_base or ${ENV_API_BASE} to its address."
-            ),
+            message=message,
             llm_provider=provider,
             model=model,
         )
@@ -191,7 +194,7 @@ def _iter_events(resp: httpx.Response, req: Request) -> Iterator[dict[str, Any]]
             if event is not None:
                 yield event
     except httpx.HTTPError as exc:
-        raise transport_error(exc, req.url, req.model, req.provider) from exc
+        raise transport_error(exc, req.url, req.model, req.provider, answering=True) from exc
     finally:
         resp.close()
 

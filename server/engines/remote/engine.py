@@ -119,8 +119,6 @@ class Forwarded:
 class RemoteEngine:
     """Replicas behind one engine name. `start()` begins the health checks."""
 
-    remote = True
-
     def __init__(self, config: RemoteConfig, *, transport: httpx.BaseTransport | None = None):
         self.config = config
         self.name = config.name
@@ -147,9 +145,6 @@ class RemoteEngine:
         self._stop.set()
         self._client.close()
 
-    def load(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError(f"{self.name} is a remote engine: it never loads models locally")
-
     # ------------------------------------------------------------------ health
 
     def _health_loop(self) -> None:
@@ -157,7 +152,12 @@ class RemoteEngine:
             for upstream in self.upstreams:
                 if self._stop.is_set():
                     return
-                self.check(upstream)
+                try:
+                    self.check(upstream)
+                except Exception:  # e.g. the client closed under it at shutdown
+                    if self._stop.is_set():
+                        return
+                    log.exception("health check of %s failed", upstream.url)
             self._stop.wait(self.config.health_interval)
 
     def check(self, upstream: Upstream) -> bool:
