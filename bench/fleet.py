@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,3 +158,9 @@ def fleet_config(a: str, b: str) -> str:
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+
+
+def clean(work: Path) -> None:
+    """Remove the model stores (copies of the model); the logs stay for a look afterwards."""
+    for store in work.glob("*-models"):
+        shutil.rmtree(store, ignore_errors=True)

@@ -112,6 +112,7 @@ def overhead(reps: int, tokens: int) -> dict:
         for proc in (front, ls, upstream):
             if proc is not None:
                 proc.stop()
+        fleet.clean(work)
     return out
 
 
@@ -305,6 +306,7 @@ def failover(path: str, total: int, clients: int, kill_at: int, restart_at: int,
         watcher.join(5)
         for p in others + nodes:
             p.stop()
+        fleet.clean(work)
     result.duration_s = time.monotonic() - started
     result.requests = len(outcomes)
     result.failures = [asdict(o) for o in outcomes if not o.ok]
