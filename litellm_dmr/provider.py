@@ -82,6 +82,17 @@ def _chunks(events: Iterator[dict[str, Any]], req: payload.Request
     yield converter.finish()
 
 
+async def _achunks(events: AsyncIterator[dict[str, Any]], req: payload.Request
+                   ) -> AsyncIterator[GenericStreamingChunk]:
+    converter = ChunkConverter(text_completion=req.text_completion)
+    async for event in events:
+        if converter.first:
+            _priced(req, event, "completion" if req.text_completion else "chat")
+        for chunk in converter.feed(event):
+            yield chunk
+    yield converter.finish()
+
+
 class DockerModelRunnerLLM(CustomLLM):
     """Docker Model Runner over its OpenAI-compatible `/engines/<engine>/v1/...` API."""
 
@@ -129,23 +140,20 @@ class DockerModelRunnerLLM(CustomLLM):
         # Not a generator itself: the request goes out now, so errors raise from the call.
         return _chunks(transport.stream_events(req, timeout), req)
 
-    async def astreaming(self, model: str, messages: list, api_base: str | None,
-                         custom_prompt_dict: dict, model_response: ModelResponse,
-                         print_verbose: Callable, encoding: Any, api_key: str | None,
-                         logging_obj: Any, optional_params: dict, acompletion: Any = None,
-                         litellm_params: dict | None = None, logger_fn: Any = None,
-                         headers: dict | None = None,
-                         timeout: float | httpx.Timeout | None = None,
-                         client: Any = None) -> AsyncIterator[GenericStreamingChunk]:
+    def astreaming(self, model: str, messages: list, api_base: str | None,
+                   custom_prompt_dict: dict, model_response: ModelResponse,
+                   print_verbose: Callable, encoding: Any, api_key: str | None,
+                   logging_obj: Any, optional_params: dict, acompletion: Any = None,
+                   litellm_params: dict | None = None, logger_fn: Any = None,
+                   headers: dict | None = None,
+                   timeout: float | httpx.Timeout | None = None,
+                   client: Any = None) -> AsyncIterator[GenericStreamingChunk]:
         req = self._chat(model, messages, api_base, api_key, optional_params, litellm_params,
                          headers, True, logging_obj)
-        converter = ChunkConverter(text_completion=req.text_completion)
-        async for event in transport.astream_events(req, timeout):
-            if converter.first:
-                _priced(req, event, "completion" if req.text_completion else "chat")
-            for chunk in converter.feed(event):
-                yield chunk
-        yield converter.finish()
+        # Not an async generator itself: the request goes out now (LiteLLM runs this in an
+        # executor thread), so a dead server raises from acompletion() and the Router moves
+        # on to another deployment, as for non-streaming calls.
+        return _achunks(transport.astream_events(req, timeout), req)
 
     # ---- embeddings ------------------------------------------------------------------
     def _embed_request(self, model: str, input: list, optional_params: dict,

@@ -7,6 +7,7 @@ usual classes with the server's status kept (404 -> NotFoundError, 400 -> BadReq
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -58,27 +59,53 @@ def _error_message(body: str) -> str:
     return body.strip()
 
 
-def status_error(status: int, body: str, url: str) -> CustomLLMError:
-    """An HTTP error LiteLLM will map by status (its exception_type reads `status_code`)."""
-    return CustomLLMError(
+def status_error(status: int, body: str, url: str,
+                 headers: httpx.Headers | None = None) -> CustomLLMError:
+    """An HTTP error LiteLLM will map by status (its exception_type reads `status_code`):
+    5xx become InternalServerError/BadGatewayError/ServiceUnavailableError, which its Router
+    retries on another deployment and counts for cooldowns; 400, 413 and 422 are the
+    caller's fault and are neither. The response headers ride along, so an overloaded
+    server's `Retry-After` sets how long the Router leaves it alone."""
+    error = CustomLLMError(
         status_code=status,
         message=f"Docker Model Runner: {_error_message(body)} (HTTP {status} from POST {url})",
     )
+    if headers is not None:
+        error.headers = headers  # read by litellm's exception mapping (_get_response_headers)
+    return error
 
 
-def transport_error(exc: httpx.HTTPError, url: str, model: str, provider: str) -> Exception:
-    """Translate a network failure into LiteLLM's class, naming the URL that was tried."""
+def transport_error(exc: httpx.HTTPError, url: str, model: str, provider: str,
+                    answering: bool = False) -> Exception:
+    """Translate a network failure into the LiteLLM class its Router treats as a node failure.
+
+    The Router retries on another deployment and counts toward `allowed_fails`/cooldown only
+    errors whose status says so, and it never cools a deployment down for an exception whose
+    text contains "APIConnectionError" (`router_utils/cooldown_handlers._is_cooldown_required`):
+    a dead server would keep its share of the traffic. So a server that cannot be reached, or
+    that drops the connection, is a 503 `ServiceUnavailableError` and a timeout is a 408
+    `Timeout`: both are retried elsewhere and cool the deployment down.
+    """
     if isinstance(exc, httpx.TimeoutException):
         return litellm.Timeout(
             message=f"Docker Model Runner at {url} timed out: {exc!r}",
             model=model,
             llm_provider=provider,
         )
-    return litellm.APIConnectionError(
-        message=(
-            f"Cannot reach Docker Model Runner at {url}: {exc!r}. Is the server running? "
-            f"Set api_base or ${ENV_API_BASE} to its address."
-        ),
+    if isinstance(exc, httpx.TransportError):
+        if answering:  # `answering`: the answer had started when the connection broke
+            message = f"The connection to Docker Model Runner at {url} broke mid-answer: {exc!r}"
+        else:
+            message = (f"Cannot reach Docker Model Runner at {url}: {exc!r}. Is the server "
+                       f"running? Set api_base or ${ENV_API_BASE} to its address.")
+        return litellm.ServiceUnavailableError(
+            message=message,
+            llm_provider=provider,
+            model=model,
+        )
+    return litellm.APIError(  # e.g. a response body that cannot be decoded
+        status_code=502,
+        message=f"Docker Model Runner at {url} sent a broken response: {exc!r}",
         llm_provider=provider,
         model=model,
     )
@@ -101,7 +128,7 @@ def post_json(req: Request, timeout: float | httpx.Timeout | None) -> dict[str, 
     except httpx.HTTPError as exc:
         raise transport_error(exc, req.url, req.model, req.provider) from exc
     if resp.status_code >= 400:
-        raise status_error(resp.status_code, resp.text, req.url)
+        raise status_error(resp.status_code, resp.text, req.url, resp.headers)
     return _decode_json(resp, req.url)
 
 
@@ -113,7 +140,7 @@ async def apost_json(req: Request, timeout: float | httpx.Timeout | None) -> dic
     except httpx.HTTPError as exc:
         raise transport_error(exc, req.url, req.model, req.provider) from exc
     if resp.status_code >= 400:
-        raise status_error(resp.status_code, resp.text, req.url)
+        raise status_error(resp.status_code, resp.text, req.url, resp.headers)
     return _decode_json(resp, req.url)
 
 
@@ -154,7 +181,7 @@ def stream_events(req: Request, timeout: float | httpx.Timeout | None) -> Iterat
             body = resp.read().decode(errors="replace")
         finally:
             resp.close()
-        raise status_error(resp.status_code, body, req.url)
+        raise status_error(resp.status_code, body, req.url, resp.headers)
     return _iter_events(resp, req)
 
 
@@ -167,27 +194,35 @@ def _iter_events(resp: httpx.Response, req: Request) -> Iterator[dict[str, Any]]
             if event is not None:
                 yield event
     except httpx.HTTPError as exc:
-        raise transport_error(exc, req.url, req.model, req.provider) from exc
+        raise transport_error(exc, req.url, req.model, req.provider, answering=True) from exc
     finally:
         resp.close()
 
 
-async def astream_events(req: Request, timeout: float | httpx.Timeout | None
-                         ) -> AsyncIterator[dict[str, Any]]:
-    """Async twin of `stream_events`, lazy: LiteLLM only starts a custom async stream by
-    iterating it, so errors surface on the first chunk (see docs/litellm.md)."""
+def astream_events(req: Request, timeout: float | httpx.Timeout | None
+                   ) -> AsyncIterator[dict[str, Any]]:
+    """Async twin of `stream_events` that is just as eager: the request is sent, and a
+    refused connection or an HTTP error raised, before this returns.
+
+    LiteLLM wraps a custom provider's async stream in its stream wrapper without awaiting
+    anything, and its Router only retries another deployment, and counts the failure for
+    cooldowns, when `acompletion` itself raises: an error met while the stream is first read
+    becomes a MidStreamFallbackError that only a configured fallback group handles. LiteLLM
+    calls `astreaming` in an executor thread, so connecting here blocks no event loop; the
+    events are then read off the event loop's thread one at a time.
+    """
+    return _off_thread(stream_events(req, timeout))
+
+
+async def _off_thread(events: Iterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    end = object()
     try:
-        async with httpx.AsyncClient(timeout=as_timeout(timeout)) as client:
-            async with client.stream("POST", req.url, json=req.body,
-                                     headers=req.headers) as resp:
-                if resp.status_code >= 400:
-                    raise status_error(resp.status_code,
-                                       (await resp.aread()).decode(errors="replace"), req.url)
-                async for line in resp.aiter_lines():
-                    if line.strip() == "data: [DONE]":
-                        return
-                    event = _sse_payload(line)
-                    if event is not None:
-                        yield event
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, req.url, req.model, req.provider) from exc
+        while True:
+            event = await asyncio.to_thread(next, events, end)
+            if event is end:
+                return
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)

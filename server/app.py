@@ -8,9 +8,11 @@ from flask import Flask, Response
 
 from .api import anthropic, metrics, misc, models, ollama, openai, openapi, responses
 from .api import engines as engines_api
+from .api import remote as remote_api
 from .api import security as security_api
 from .config import Settings
 from .core.runtime import Runtime
+from .engines import remote as remote_engines
 from .engines.llamacpp import EngineSettings, LlamaCppEngine
 from .state import State
 from .store.bundled import ensure_default_model
@@ -42,11 +44,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
                       configs=RunnerConfigs(settings.models_dir),
                       crash_loop_limit=settings.crash_loop_limit,
-                      crash_loop_window=settings.crash_loop_window)
+                      crash_loop_window=settings.crash_loop_window,
+                      remotes=remote_engines.build(settings.engines))
     app.extensions["dmr"] = State(settings, store, runtime)
     security_api.register(app, settings.cors_origins, settings.api_keys,
                           bind_host=settings.host if settings.tcp else "127.0.0.1",
                           allowed_hosts=settings.allowed_hosts)
+    remote_api.register(app, runtime.remotes)  # after the security hooks (keys, CORS)
 
     app.register_blueprint(misc.bp)
     metrics.register(app)

@@ -129,8 +129,9 @@ def ls(args: argparse.Namespace) -> int:
     for m in models:
         cfg = m.get("config") or {}
         for name in m["tags"] or ["<none>"]:
+            model_id = m["id"][7:19] if "backend" not in m else f"remote:{m['backend']}"
             rows.append([name, cfg.get("parameters", ""), cfg.get("quantization", ""),
-                         cfg.get("architecture", ""), m["id"][7:19], ago(m.get("created")),
+                         cfg.get("architecture", ""), model_id, ago(m.get("created")),
                          _context(cfg), cfg.get("size", "")])
     table(["MODEL NAME", "PARAMETERS", "QUANTIZATION", "ARCHITECTURE", "MODEL ID", "CREATED",
            "CONTEXT", "SIZE"], rows)
@@ -316,14 +317,34 @@ def status(args: argparse.Namespace) -> int:
         if args.json:
             _print_json({"running": False, "error": str(exc)})
         raise
+    remote = client.remote_status() if any(
+        text.split(":", 1)[-1].strip().startswith("remote") for text in engines.values()) else {}
     if args.json:
-        _print_json({"running": True, "engines": engines, "host": client.shown})
+        _print_json({"running": True, "engines": engines, "host": client.shown,
+                     **({"remote": remote} if remote else {})})
         return 0
     print(f"Docker Model Runner is running ({client.shown})")
-    rows = [[name, text.split(":", 1)[0], text.split(":", 1)[-1].strip()]
+    rows = [[name, text.split(":", 1)[0],
+             "remote" if name in remote else text.split(":", 1)[-1].strip()]
             for name, text in engines.items()]
     table(["BACKEND", "STATUS", "DETAILS"], rows)
+    if remote:
+        print()
+        table(["BACKEND", "UPSTREAM", "HEALTH", "LATENCY", "IN FLIGHT", "MODELS"],
+              [_upstream_row(name, up) for name, engine in remote.items()
+               for up in engine.get("upstreams", [])])
     return 0
+
+
+def _upstream_row(engine: str, up: dict[str, Any]) -> list[str]:
+    health = up.get("state", "")
+    if health != "up" and up.get("last_error"):
+        health += f" ({up['last_error']})"
+    latency = up.get("latency_ms")
+    models = up.get("models")
+    return [engine, up.get("url", ""), health,
+            "" if latency is None else f"{latency:.0f} ms", str(up.get("in_flight", 0)),
+            "?" if models is None else ", ".join(models)]
 
 
 def version(args: argparse.Namespace) -> int:

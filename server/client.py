@@ -170,6 +170,13 @@ class Client:
     def status(self) -> dict[str, str]:
         return self._json("GET", "/engines/status")
 
+    def remote_status(self) -> dict[str, Any]:
+        """Each remote engine's upstreams ({} from a server without remote engines)."""
+        try:
+            return self._json("GET", "/engines/remote")
+        except ClientError:  # Docker's DMR, or an older server: no such route
+            return {}
+
     def version(self) -> dict[str, Any]:
         return self._json("GET", "/version")
 

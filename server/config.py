@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .engines.remote import config as remote_config
+
 DEFAULT_PORT = 12434
 DEFAULT_MODEL = "ai/smollm2"
 
@@ -121,6 +123,9 @@ class Settings:
     #: A Unix socket to listen on (0660), beside TCP or, with tcp false, instead of it.
     socket: str = ""
     tcp: bool = True
+    #: Remote engines by name (`engines:` in the file, DMR_ENGINE_<NAME>=<url>,... in the
+    #: environment): OpenAI-compatible upstreams served at /engines/<name>/v1 (docs/scaling.md).
+    engines: dict[str, remote_config.RemoteConfig] = field(default_factory=dict)
 
     @classmethod
     def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
@@ -132,6 +137,9 @@ class Settings:
                 raise ValueError(f"{config_file}: expected a mapping at the top level")
             values.update(_server_section(data))
         values.update(_from_env())
+        from_env = remote_config.from_environment(os.environ)
+        if from_env:  # each DMR_ENGINE_<NAME> replaces that engine's upstreams only
+            values["engines"] = remote_config.merge(values.get("engines"), from_env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(values)
 
@@ -210,6 +218,8 @@ def _coerce(key: str, value: Any) -> Any:
     if key in ("cors_origins", "api_keys", "allowed_hosts"):
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [str(item).strip() for item in items if str(item).strip()]
+    if key == "engines":
+        return remote_config.parse_engines(value)
     if key in ("import_default_model", "kv_unified", "no_auth", "tcp"):
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     if key == "extra_buffers":

@@ -37,9 +37,11 @@ class ServerProcess:
     """A `dmr serve` child process and its log file."""
 
     def __init__(self, models_dir: Path, log_path: Path, *extra_args: str,
-                 env: dict[str, str] | None = None, wrapper: list[str] | None = None):
-        """`wrapper` runs before the server command and must exec it (e.g. `unshare`)."""
-        self.port = free_port()
+                 env: dict[str, str] | None = None, wrapper: list[str] | None = None,
+                 port: int | None = None):
+        """`wrapper` runs before the server command and must exec it (e.g. `unshare`);
+        `port` reuses a known port (a server restarted where its clients expect it)."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         cmd = [*(wrapper or []), sys.executable, "-m", "server.cli", "serve",
@@ -65,6 +67,13 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-20000:]
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a node that dies, no graceful drain."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
 
     def stop(self) -> None:
         """SIGTERM (graceful), then SIGKILL to the whole process group: no worker outlives it."""

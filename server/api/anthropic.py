@@ -43,6 +43,7 @@ from ..core.types import (
     Usage,
 )
 from ..state import current
+from . import remote
 from .common import check_engine_segment, json_error
 from .keepalive import HEARTBEAT, with_heartbeats
 from .sse import sse_event, streaming_response
@@ -580,7 +581,7 @@ def messages(engine: str | None = None):
     body = json_body()
     signer_ = signer()
     req, options = parse_messages(body, engine, signer_)
-    run = pipeline.start_chat(current().runtime, req)
+    run = remote.start_chat(current().runtime, req, bool(body.get("stream")))
     blocks = Blocks(options, signer_)
     if body.get("stream"):
         return streaming_response(message_stream(run, body["model"], blocks, _request_id()),
@@ -591,7 +592,7 @@ def messages(engine: str | None = None):
 @bp.post("/messages/count_tokens")
 def count_tokens(engine: str | None = None):
     req = parse_count_tokens(json_body(), engine, signer())
-    return jsonify({"input_tokens": pipeline.count_chat_tokens(current().runtime, req)})
+    return jsonify({"input_tokens": remote.count_chat_tokens(current().runtime, req)})
 
 
 def register(app) -> None:

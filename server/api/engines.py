@@ -29,6 +29,7 @@ from ..store.runner_config import (
     parse_flags,
     split_raw_flags,
 )
+from . import remote
 from .models import plain_error, plain_http_error
 from .validation import json_body, validate
 
@@ -63,8 +64,10 @@ def status():
                 if name == "llama.cpp" else "installed"
             how = getattr(engine, "status", None)
             out[name] = f"Running: {detail}" + (f"; {how()}" if how else "")
-        else:
+        elif name not in runtime.remotes:
             out[name] = "Not Installed: not configured on this server"
+    for name, engine in runtime.remotes.items():  # remote engines: each upstream's health
+        out[name] = remote.status_text(engine)
     return jsonify(out)
 
 
@@ -197,6 +200,8 @@ def configure(engine: str | None = None):
     validate("dmr_configure", body)
     state = current()
     state.runtime.resolve_engine(engine)
+    if engine in state.runtime.remotes:
+        raise NotSupported(f"{engine} is a remote engine: configure its models on its upstreams")
     model = state.store.get(body["model"])
     configs = state.runtime.configs
     cfg = _merge(configs.get(model.id), body)

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..state import current
+from .remote_metrics import RemoteUpstreams
 
 bp = Blueprint("metrics", __name__)
 
@@ -66,10 +67,13 @@ class _LoadedModels:
 @bp.get("/metrics")
 def metrics():
     runtime = current().runtime
-    if not runtime.loaded():
+    if not runtime.loaded() and not runtime.remotes:
         return Response("# No active runners\n", content_type=CONTENT_TYPE)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_LoadedModels(runtime))
+    if runtime.loaded():
+        registry.register(_LoadedModels(runtime))
+    if runtime.remotes:
+        registry.register(RemoteUpstreams(runtime))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE)
 
 

@@ -23,7 +23,7 @@ from ..store.progress import PULL, PUSH, Notice
 from ..store.pull import prepare_pull
 from ..store.push import prepare_push
 from ..store.store import StoredModel
-from . import dmr_progress, openai
+from . import dmr_progress, openai, remote
 from .validation import json_body, validate
 
 native = Blueprint("dmr_models", __name__)
@@ -92,7 +92,9 @@ def _find(name: str) -> StoredModel:
 
 @native.get("/models")
 def list_models():
-    return jsonify([native_json(m) for m in current().store.list()])
+    state = current()
+    return jsonify([native_json(m) for m in state.store.list()]
+                   + remote.native_models(state.runtime))
 
 
 @native.get("/models/<path:name>")
@@ -102,12 +104,15 @@ def get_model(name: str):
 
 @openai_models.get("/models")
 def openai_list(engine: str | None = None):
-    return jsonify({"object": "list", "data": [openai_json(m) for m in current().store.list()]})
+    state = current()
+    return jsonify({"object": "list", "data": [openai_json(m) for m in state.store.list()]
+                    + remote.openai_models(state.runtime)})
 
 
 @openai_models.get("/models/<path:name>")
 def openai_get(name: str, engine: str | None = None):
-    return jsonify(openai_json(_find(name)))
+    found = remote.openai_model(current().runtime, name)
+    return found if found is not None else jsonify(openai_json(_find(name)))
 
 
 def register(app) -> None:

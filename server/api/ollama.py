@@ -27,6 +27,7 @@ from ..store.pull import prepare_pull
 from ..store.store import StoredModel
 from . import models as dmr_models
 from . import ollama_models as models
+from . import remote
 from .common import json_error
 from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
 from .sse import dumps, streaming_response
@@ -113,6 +114,8 @@ def _streams(body: dict[str, Any]) -> bool:
 def _load_or_unload(encoder: Encoder, name: str, ttl: float | None) -> Response:
     """An empty prompt loads the model (keep_alive applies); with keep_alive 0 it unloads."""
     state = current()
+    if remote.is_remote_model(state.runtime, name):  # its upstreams keep it loaded
+        return jsonify(encoder.status("unload" if ttl == 0 else "load", 0.0))
     stored = state.store.get(name)
     if ttl == 0:
         for entry in state.runtime.loaded():
@@ -149,7 +152,7 @@ def chat():
     encoder = Encoder("chat", body["model"], started)
     if not body.get("messages"):
         return _load_or_unload(encoder, body["model"], keep_alive(body.get("keep_alive")))
-    run = pipeline.start_chat(current().runtime, chat_request(body))
+    run = remote.start_chat(current().runtime, chat_request(body), _streams(body))
     return _answer(encoder, run, _streams(body))
 
 
@@ -164,9 +167,9 @@ def generate():
     req = generate_request(body)
     runtime = current().runtime
     if isinstance(req, ChatRequest):
-        run = pipeline.start_chat(runtime, req)
+        run = remote.start_chat(runtime, req, _streams(body))
     else:
-        run = pipeline.start_completion(runtime, req)
+        run = remote.start_completion(runtime, req, _streams(body))
     return _answer(encoder, run, _streams(body))
 
 
@@ -184,12 +187,14 @@ def embed():
     ttl = keep_alive(body.get("keep_alive"))
     runtime = current().runtime
     if not inputs:  # Ollama: an empty input loads the model
-        with runtime.use(body["model"], None, ttl) as lease:
-            load = lease.load_seconds
+        load = 0.0
+        if not remote.is_remote_model(runtime, body["model"]):
+            with runtime.use(body["model"], None, ttl) as lease:
+                load = lease.load_seconds
         return jsonify({"model": body["model"], "embeddings": [],
                         "total_duration": ns(time.monotonic() - started),
                         "load_duration": ns(load), "prompt_eval_count": 0})
-    result = pipeline.embed(runtime, EmbeddingRequest(
+    result = remote.embed(runtime, EmbeddingRequest(
         model=body["model"], inputs=inputs, truncate=body.get("truncate") is not False,
         normalize=True, dimensions=body.get("dimensions") or None, keep_alive=ttl))
     return jsonify({"model": body["model"], "embeddings": result.vectors,
@@ -206,10 +211,11 @@ def embeddings():
     ttl = keep_alive(body.get("keep_alive"))
     runtime = current().runtime
     if not body.get("prompt"):
-        with runtime.use(body["model"], None, ttl):
-            pass
+        if not remote.is_remote_model(runtime, body["model"]):
+            with runtime.use(body["model"], None, ttl):
+                pass
         return jsonify({"embedding": []})
-    result = pipeline.embed(runtime, EmbeddingRequest(
+    result = remote.embed(runtime, EmbeddingRequest(
         model=body["model"], inputs=[body["prompt"]], normalize=False, keep_alive=ttl))
     return jsonify({"embedding": result.vectors[0]})
 
@@ -219,7 +225,9 @@ def embeddings():
 
 @bp.get("/tags")
 def tags():
-    return jsonify({"models": [e for m in current().store.list() for e in models.tag_entries(m)]})
+    state = current()
+    entries = [e for m in state.store.list() for e in models.tag_entries(m)]
+    return jsonify({"models": entries + remote.ollama_tags(state.runtime)})
 
 
 def _context_size(stored: StoredModel) -> int:

@@ -25,6 +25,7 @@ from .errors import (
     EngineNotFound,
     EngineNotInstalled,
     ModelLoadFailed,
+    NotSupported,
     RunnerCrashed,
     RunnerCrashLoop,
 )
@@ -115,10 +116,14 @@ class CrashLog:
 class Runtime:
     def __init__(self, store: ModelStore, engines: dict[str, Any], *, keep_alive: float,
                  janitor_interval: float = 1.0, configs: Any = None,
-                 crash_loop_limit: int = 3, crash_loop_window: float = 60.0):
+                 crash_loop_limit: int = 3, crash_loop_window: float = 60.0,
+                 remotes: dict[str, Any] | None = None):
         self.store = store
         self.crashes = CrashLog(crash_loop_limit, crash_loop_window)
         self.engines = engines
+        #: Remote engines (engines.remote.RemoteEngine) by name: they forward to upstreams at
+        #: the chat level (server/api/remote.py) and never load a model here.
+        self.remotes = remotes or {}
         self.keep_alive = keep_alive
         #: Per-model settings from /engines/_configure (store.runner_config.RunnerConfigs).
         self.configs = configs
@@ -132,7 +137,7 @@ class Runtime:
 
     def resolve_engine(self, name: str | None) -> str:
         engine = name or DEFAULT_ENGINE
-        if engine in self.engines:
+        if engine in self.engines or engine in self.remotes:
             return engine
         if engine in KNOWN_ENGINES:
             raise EngineNotInstalled(engine)
@@ -151,6 +156,9 @@ class Runtime:
                 keep_alive: float | None = None) -> Lease:
         """Load (if needed) and hold the model `ref` names; release() it when done."""
         engine_name = self.resolve_engine(engine)
+        if engine_name in self.remotes:
+            raise NotSupported(f"{engine_name} is a remote engine: its upstreams serve "
+                               "the models, nothing is loaded here")
         stored = self.store.get(ref)
         key = (stored.id, engine_name)
         with self._lock:
@@ -244,6 +252,8 @@ class Runtime:
     def close(self) -> None:
         self._stop.set()
         self.unload(only_idle=False)
+        for remote in self.remotes.values():
+            remote.close()
 
     def _reap_once(self) -> None:
         now = time.monotonic()

@@ -314,32 +314,35 @@ def test_bad_request(server_url):
 
 
 def test_connection_refused_names_the_url():
+    """A server that cannot be reached is a 503 ServiceUnavailableError (not LiteLLM's
+    APIConnectionError, which its Router never cools a deployment down for)."""
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(litellm.APIConnectionError) as err:
+    with pytest.raises(litellm.ServiceUnavailableError) as err:
         litellm.completion(model="docker_model_runner/ai/smollm2", messages=MSGS, api_base=url,
                            max_tokens=2)
     assert f"{url}/engines/llama.cpp/v1/chat/completions" in str(err.value)
     # A sync stream sends its request before returning, so the call itself raises.
-    with pytest.raises(litellm.APIConnectionError, match="Cannot reach Docker Model Runner"):
+    assert err.value.status_code == 503
+    with pytest.raises(litellm.ServiceUnavailableError, match="Cannot reach Docker Model Runner"):
         litellm.completion(model="docker_model_runner/ai/smollm2", messages=MSGS,
                            api_base=url, stream=True)
-    with pytest.raises(litellm.APIConnectionError, match=f"{url}/engines/llama.cpp/v1/embed"):
+    with pytest.raises(litellm.ServiceUnavailableError,
+                       match=f"{url}/engines/llama.cpp/v1/embed"):
         litellm.embedding(model="docker_model_runner/ai/smollm2", input="x", api_base=url)
 
 
 def test_connection_refused_in_an_async_stream():
-    """LiteLLM starts a custom provider's async stream only when it is iterated, and wraps
-    non-4xx errors raised there in MidStreamFallbackError (so its router can fall back);
-    the original APIConnectionError, with the URL, is kept on it."""
+    """An async stream sends its request before acompletion() returns (LiteLLM calls the
+    provider in an executor thread), so a dead server raises from the call itself, where
+    LiteLLM's Router retries another deployment, rather than on the first chunk, where it
+    would only try a fallback model group."""
     url = f"http://127.0.0.1:{free_port()}"
 
     async def go():
         stream = await litellm.acompletion(model="docker_model_runner/ai/smollm2",
                                            messages=MSGS, api_base=url, stream=True)
-        return [c async for c in stream]
+        return stream
 
-    with pytest.raises(litellm.exceptions.MidStreamFallbackError) as err:
+    with pytest.raises(litellm.ServiceUnavailableError) as err:
         asyncio.run(go())
-    assert err.value.is_pre_first_chunk
-    assert isinstance(err.value.original_exception, litellm.APIConnectionError)
-    assert f"{url}/engines/llama.cpp/v1/chat/completions" in str(err.value.original_exception)
+    assert f"{url}/engines/llama.cpp/v1/chat/completions" in str(err.value)
