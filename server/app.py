@@ -7,7 +7,9 @@ import logging
 from flask import Flask, Response
 
 from .api import anthropic, metrics, misc, models, ollama, openai, openapi
+from .api import dashboard as dashboard_api
 from .api import engines as engines_api
+from .api import recorder_routes as recorder_api
 from .api import security as security_api
 from .config import Settings
 from .core.runtime import Runtime
@@ -44,7 +46,10 @@ def create_app(settings: Settings | None = None) -> Flask:
                           bind_host=settings.host if settings.tcp else "127.0.0.1",
                           allowed_hosts=settings.allowed_hosts)
 
+    recorder_api.register(app, store, settings.recorder_size, settings.api_keys)
+
     app.register_blueprint(misc.bp)
+    app.register_blueprint(dashboard_api.bp)
     metrics.register(app)
     app.register_blueprint(openapi.bp)
     openai.register(app)

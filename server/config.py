@@ -107,6 +107,8 @@ class Settings:
     #: A Unix socket to listen on (0660), beside TCP or, with tcp false, instead of it.
     socket: str = ""
     tcp: bool = True
+    #: Requests kept per model by the request recorder (/engines/requests); 0 records none.
+    recorder_size: int = 10
 
     @classmethod
     def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
@@ -164,6 +166,7 @@ _ENV = {
     "DMR_NO_AUTH": "no_auth",
     "DMR_SOCKET": "socket",
     "DMR_TCP": "tcp",
+    "DMR_RECORDER_SIZE": "recorder_size",
     "DMR_REQUEST_TIMEOUT": "request_timeout",
     "DMR_CLIENT_TIMEOUT": "client_timeout",
     "DMR_GRACEFUL_TIMEOUT": "graceful_timeout",
@@ -182,7 +185,7 @@ def _coerce(key: str, value: Any) -> Any:
     if key in ("keep_alive", "request_timeout", "client_timeout", "graceful_timeout"):
         return parse_duration(value)
     if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
-               "max_queue", "kv_cache_tokens"):
+               "max_queue", "kv_cache_tokens", "recorder_size"):
         return int(value)
     if key in ("cors_origins", "api_keys", "allowed_hosts"):
         items = value.split(",") if isinstance(value, str) else list(value or [])

@@ -45,6 +45,7 @@ from ..core.types import (
 from ..state import current
 from .common import check_engine_segment, json_error
 from .keepalive import HEARTBEAT, with_heartbeats
+from .recorder import record
 from .sse import sse_event, streaming_response
 from .validation import check_json_schema, json_body, validate
 
@@ -574,6 +575,7 @@ def message_stream(run: pipeline.Run, model: str, blocks: Blocks,
 
 
 @bp.post("/messages")
+@record("anthropic")
 def messages(engine: str | None = None):
     body = json_body()
     signer_ = signer()
@@ -587,6 +589,7 @@ def messages(engine: str | None = None):
 
 
 @bp.post("/messages/count_tokens")
+@record("anthropic")
 def count_tokens(engine: str | None = None):
     req = parse_count_tokens(json_body(), engine, signer())
     return jsonify({"input_tokens": pipeline.count_chat_tokens(current().runtime, req)})

@@ -29,6 +29,7 @@ from . import models as dmr_models
 from . import ollama_models as models
 from .common import json_error
 from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
+from .recorder import record
 from .sse import dumps, streaming_response
 from .validation import json_body, validate
 
@@ -142,6 +143,7 @@ def _model_param(body: dict[str, Any]) -> str:
 
 
 @bp.post("/chat")
+@record("ollama")
 def chat():
     started = time.monotonic()
     body = json_body()
@@ -154,6 +156,7 @@ def chat():
 
 
 @bp.post("/generate")
+@record("ollama")
 def generate():
     started = time.monotonic()
     body = json_body()
@@ -174,6 +177,7 @@ def generate():
 
 
 @bp.post("/embed")
+@record("ollama")
 def embed():
     """L2-normalised vectors; `dimensions` keeps the first N (then normalises)."""
     started = time.monotonic()
@@ -199,6 +203,7 @@ def embed():
 
 
 @bp.post("/embeddings")
+@record("ollama")
 def embeddings():
     """Legacy: one prompt, one raw (not normalised) vector."""
     body = json_body()
