@@ -7,7 +7,9 @@ import logging
 from flask import Flask, Response
 
 from .api import anthropic, metrics, misc, models, ollama, openai, openapi, responses
+from .api import dashboard as dashboard_api
 from .api import engines as engines_api
+from .api import recorder_routes as recorder_api
 from .api import remote as remote_api
 from .api import security as security_api
 from .config import Settings
@@ -52,7 +54,10 @@ def create_app(settings: Settings | None = None) -> Flask:
                           allowed_hosts=settings.allowed_hosts)
     remote_api.register(app, runtime.remotes)  # after the security hooks (keys, CORS)
 
+    recorder_api.register(app, store, settings.recorder_size, settings.api_keys)
+
     app.register_blueprint(misc.bp)
+    app.register_blueprint(dashboard_api.bp)
     metrics.register(app)
     app.register_blueprint(openapi.bp)
     openai.register(app)

@@ -179,6 +179,14 @@ def _add_client_commands(sub) -> None:
     p.add_argument("--reasoning-budget", type=int, help="-1 unlimited, 0 disables thinking")
     p.add_argument("--extra-buffers", choices=("auto", "on", "off"),
                    help="llama.cpp's AMX/repack buffer types for this model")
+    from .cli_requests import requests_command
+
+    p = command("requests", requests_command, "requests and answers the server recorded",
+                json_flag=True)
+    p.add_argument("-f", "--follow", action="store_true", help="print new requests as they come")
+    p.add_argument("--include-existing", action="store_true",
+                   help="with --follow, first the requests already recorded")
+    p.add_argument("--model", help="only this model's requests")
     command("status", c.status, "is the server running, and its engines", json_flag=True)
     command("version", c.version, "client and server versions", json_flag=True)
 

@@ -192,6 +192,26 @@ class Client:
         return self._json("GET", "/engines/_configure",
                           params={"model": model} if model else None)
 
+    def requests(self, model: str | None = None) -> list[dict[str, Any]]:
+        return self._json("GET", "/engines/requests", params={"model": model} if model else None)
+
+    def follow_requests(self, model: str | None = None,
+                        include_existing: bool = False) -> Iterator[tuple[str, str]]:
+        """The recorder's SSE stream as (event, data) pairs, until the server ends it."""
+        params = {k: v for k, v in (("model", model),
+                                    ("include_existing", "true" if include_existing else None))
+                  if v}
+        response = self._request("GET", "/engines/requests", stream=True, params=params,
+                                 headers={"Accept": "text/event-stream"})
+        with response:
+            event = ""
+            for raw in response.iter_lines():
+                line = raw.decode("utf-8", errors="replace")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    yield event, line[5:].strip()
+
     # ------------------------------------------------------------------ chat
 
     def chat(self, model: str, messages: list[dict[str, Any]],

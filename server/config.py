@@ -126,6 +126,8 @@ class Settings:
     #: Remote engines by name (`engines:` in the file, DMR_ENGINE_<NAME>=<url>,... in the
     #: environment): OpenAI-compatible upstreams served at /engines/<name>/v1 (docs/scaling.md).
     engines: dict[str, remote_config.RemoteConfig] = field(default_factory=dict)
+    #: Requests kept per model by the request recorder (/engines/requests); 0 records none.
+    recorder_size: int = 10
 
     @classmethod
     def load(cls, config_file: str | os.PathLike | None = None, **overrides: Any) -> Settings:
@@ -186,6 +188,7 @@ _ENV = {
     "DMR_NO_AUTH": "no_auth",
     "DMR_SOCKET": "socket",
     "DMR_TCP": "tcp",
+    "DMR_RECORDER_SIZE": "recorder_size",
     "DMR_REQUEST_TIMEOUT": "request_timeout",
     "DMR_CLIENT_TIMEOUT": "client_timeout",
     "DMR_GRACEFUL_TIMEOUT": "graceful_timeout",
@@ -213,7 +216,7 @@ def _coerce(key: str, value: Any) -> Any:
         return parse_duration(value)
     if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
                "max_queue", "kv_cache_tokens", "crash_loop_limit", "responses_max_count",
-               "responses_max_bytes"):
+               "responses_max_bytes", "recorder_size"):
         return int(value)
     if key in ("cors_origins", "api_keys", "allowed_hosts"):
         items = value.split(",") if isinstance(value, str) else list(value or [])

@@ -14,6 +14,8 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from . import lifecycle
+
 #: Seconds of no progress before a client's connection is dropped; set by `dmr serve` before
 #: Gunicorn forks the worker (0 or less = wait forever).
 CLIENT_TIMEOUT = 60.0
@@ -38,6 +40,10 @@ class TimeoutThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         logging.getLogger("gunicorn.error").addFilter(_QuietTimeouts())
         super().init_process()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        lifecycle.STOPPING.set()  # endless streams (recorder follow) end within a second
+        super().handle_exit(sig, frame)
 
     def handle(self, conn: Any) -> Any:
         # TConn.init() makes the socket blocking with no timeout each time a request starts.

@@ -46,6 +46,7 @@ from ..state import current
 from . import remote
 from .common import check_engine_segment, json_error
 from .keepalive import HEARTBEAT, with_heartbeats
+from .recorder import record
 from .sse import sse_event, streaming_response
 from .validation import check_json_schema, json_body, validate
 
@@ -577,6 +578,7 @@ def message_stream(run: pipeline.Run, model: str, blocks: Blocks,
 
 
 @bp.post("/messages")
+@record("anthropic")
 def messages(engine: str | None = None):
     body = json_body()
     signer_ = signer()
@@ -590,6 +592,7 @@ def messages(engine: str | None = None):
 
 
 @bp.post("/messages/count_tokens")
+@record("anthropic")
 def count_tokens(engine: str | None = None):
     req = parse_count_tokens(json_body(), engine, signer())
     return jsonify({"input_tokens": remote.count_chat_tokens(current().runtime, req)})

@@ -72,6 +72,8 @@ def status():
 
 
 def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
+    info = getattr(entry.model, "info", None)
+    stats = entry.model.stats() if hasattr(entry.model, "stats") else None
     idle_for = max(0.0, time.monotonic() - entry.last_used)
     return {
         "backend_name": entry.engine,
@@ -80,8 +82,11 @@ def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
         "last_used": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - idle_for)),
         "in_use": bool(entry.in_use or entry.model.busy()),
         "keep_alive": go_duration(entry.keep_alive),
-        # Ours, not DMR's: what the model was really loaded with, and where it runs.
-        "context_size": getattr(getattr(entry.model, "info", None), "n_ctx", None),
+        # Ours, not DMR's: what the model was really loaded with, and what it holds.
+        "context_size": getattr(info, "n_ctx", None),
+        "size": getattr(info, "size_bytes", None),
+        "kv_cache_tokens": stats.kv_cache_tokens if stats else None,
+        "kv_cache_size": stats.kv_cache_size if stats else None,
         **_runner_fields(entry.model),
     }
 

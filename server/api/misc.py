@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, redirect
 
 from .. import __version__
 from ..core.runtime import KNOWN_ENGINES
 from ..state import current
+from .dashboard import wants_html
 
 bp = Blueprint("misc", __name__)
 
 
 @bp.get("/")
 def root():
+    """DMR's text for clients; a browser is sent to the dashboard."""
+    if wants_html():
+        return redirect("/ui", code=302)
     return Response("Docker Model Runner is running", mimetype="text/plain")
 
 

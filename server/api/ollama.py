@@ -30,6 +30,7 @@ from . import ollama_models as models
 from . import remote
 from .common import json_error
 from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
+from .recorder import record
 from .sse import dumps, streaming_response
 from .validation import json_body, validate
 
@@ -145,6 +146,7 @@ def _model_param(body: dict[str, Any]) -> str:
 
 
 @bp.post("/chat")
+@record("ollama")
 def chat():
     started = time.monotonic()
     body = json_body()
@@ -157,6 +159,7 @@ def chat():
 
 
 @bp.post("/generate")
+@record("ollama")
 def generate():
     started = time.monotonic()
     body = json_body()
@@ -177,6 +180,7 @@ def generate():
 
 
 @bp.post("/embed")
+@record("ollama")
 def embed():
     """L2-normalised vectors; `dimensions` keeps the first N (then normalises)."""
     started = time.monotonic()
@@ -204,6 +208,7 @@ def embed():
 
 
 @bp.post("/embeddings")
+@record("ollama")
 def embeddings():
     """Legacy: one prompt, one raw (not normalised) vector."""
     body = json_body()

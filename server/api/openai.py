@@ -42,6 +42,7 @@ from ..core.types import (
 )
 from ..state import current
 from .common import check_engine_segment, json_error
+from .recorder import record
 from .sse import sse_data, streaming_response
 from .validation import check_json_schema, json_body, validate
 
@@ -203,8 +204,11 @@ def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
         response_schema=_response_schema(body.get("response_format")),
         n=body.get("n") or 1,
     )
-    if body.get("reasoning_effort") == "none":
+    effort = body.get("reasoning_effort")
+    if effort == "none":
         req.thinking.enabled = False
+    elif effort:  # any effort turns thinking on, for every model (core/reasoning.py)
+        req.thinking.enabled = True
     return req
 
 
@@ -428,6 +432,7 @@ def completion_stream(runs: list[pipeline.Run], model: str, n: int,
 
 
 @bp.post("/chat/completions")
+@record("openai")
 def chat_completions(engine: str | None = None):
     body = json_body()
     req = parse_chat(body, engine)
@@ -440,6 +445,7 @@ def chat_completions(engine: str | None = None):
 
 
 @bp.post("/completions")
+@record("openai")
 def completions(engine: str | None = None):
     body = json_body()
     reqs = parse_completion(body, engine)
@@ -462,6 +468,7 @@ def completions(engine: str | None = None):
 
 
 @bp.post("/embeddings")
+@record("openai")
 def embeddings(engine: str | None = None):
     body = json_body()
     validate("openai_embedding", body)

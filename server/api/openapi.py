@@ -77,6 +77,7 @@ RESPONSES = {
     "engines.ps": "dmr_response.engines_ps",
     "engines.df": "dmr_response.engines_df",
     "engines.unload": "dmr_response.unload_result",
+    "recorder_routes.requests_": "dmr_response.request_records",
     "misc.health": "dmr_response.health",
     "misc.version": "dmr_response.version",
     "responses.create_response": "responses_api.response",
@@ -98,6 +99,10 @@ QUERY = {
     "responses.list_input_items": {
         "limit": (False, "items per page, 1-100 (20)"), "order": (False, "asc or desc (desc)"),
         "after": (False, "item id to list after"), "before": (False, "item id to list before")},
+    "recorder_routes.requests_": {
+        "model": (False, "only this model's records (a name or ID)"),
+        "include_existing": (False, "when following (Accept: text/event-stream), first the "
+                                    "records kept")},
 }
 
 #: Views that stream in their dialect's second format when `stream` is set (Ollama: unless
@@ -219,7 +224,12 @@ def _responses(dialect: str, view: str, method: str, path_params: bool) -> dict[
     if view == "metrics.metrics":
         ok = {"text/plain": {}}  # Prometheus' text exposition format
     if view == "misc.root":
-        ok = {"text/plain": {}}
+        ok = {"text/plain": {}}  # a browser (Accept: text/html) is redirected to /ui
+    if view == "recorder_routes.requests_":  # followed with Accept: text/event-stream
+        ok["text/event-stream"] = {}
+    if view.startswith("dashboard."):
+        ok = {"text/html": {}} if view == "dashboard.index" else {
+            "text/html": {}, "text/javascript": {}, "text/css": {}}
     if view in RESPONSES:
         ok["application/json"] = {"schema": {"$ref": f"#/components/schemas/{RESPONSES[view]}"}}
     out: dict[str, Any] = {"200": {"description": "OK", "content": ok}}

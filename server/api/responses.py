@@ -28,6 +28,7 @@ from . import responses_input as inputs
 from .common import check_engine_segment
 from .keepalive import HEARTBEAT, with_heartbeats
 from .openai import error_body, error_response
+from .recorder import record
 from .responses_background import Job, Jobs
 from .responses_codec import ResponseEncoder, new_response
 from .sse import sse_event, streaming_response
@@ -168,6 +169,7 @@ def _sse(event: dict[str, Any]) -> str:
 
 
 @bp.post("/responses")
+@record("responses")
 def create_response(engine: str | None = None):
     """Create a model response (OpenAI Responses API)."""
     body = json_body()

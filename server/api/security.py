@@ -35,6 +35,16 @@ ALLOWED_METHODS = "GET, POST, DELETE"
 #: Paths open without an API key or an allowed Host (probes from load balancers, container
 #: health checks and `dmr` itself); they answer nothing but "up".
 OPEN_PATHS = frozenset({"/health"})
+#: The dashboard's static files (`/ui`, `/ui/app.js`, ...) need no key: a browser cannot send
+#: one when it opens a page, and they hold no data (every byte is the package's public code);
+#: all the page shows comes from API calls that send the key. The Host check still applies.
+UI_PREFIX = "/ui"
+
+
+def needs_key(path: str) -> bool:
+    if path in OPEN_PATHS:
+        return False
+    return not (path == UI_PREFIX or path.startswith(UI_PREFIX + "/"))
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -210,7 +220,7 @@ def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str], *,
                 and "Access-Control-Request-Method" in request.headers):
             # Browsers send preflights without credentials; an unknown path falls to its 404.
             return _preflight() if request.url_rule is not None else None
-        if keys.enabled and request.path not in OPEN_PATHS:
+        if keys.enabled and needs_key(request.path):
             key = request_key()
             if key is None or not keys.valid(key):
                 message = ("invalid API key" if key is not None else

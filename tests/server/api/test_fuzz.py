@@ -165,6 +165,7 @@ GOOD_REQUESTS = [
     ("GET", "/engines/status", None, None),
     ("GET", "/engines/ps", None, None),
     ("GET", "/engines/df", None, None),
+    ("GET", "/engines/requests", None, None),
     ("POST", "/engines/unload", None, {"models": ["fuzz/none"]}),
     ("GET", "/health", None, None),
     ("GET", "/version", None, None),
