@@ -447,3 +447,23 @@ def test_disabled_recorder_and_sigterm_ends_followers(tmp_path):
         assert time.monotonic() - start < 20, s.log()  # held, it would take 60 s
     finally:
         s.stop()
+
+
+def test_responses_stream_rebuilt(server, oai):
+    def call(mark, stream):
+        kwargs = dict(model=MODEL, input=f"Say hello ({mark})", max_output_tokens=8,
+                      temperature=0, store=False)
+        if stream:
+            with oai.responses.stream(**kwargs) as events:
+                kinds = [event.type for event in events]
+            assert kinds[-1] in ("response.completed", "response.incomplete")
+        else:
+            oai.responses.create(**kwargs)
+
+    streamed, whole = _both(server, call)
+    assert streamed["object"] == whole["object"] == "response"
+    text = lambda r: [c["text"] for item in r["output"] if item["type"] == "message"  # noqa: E731
+                      for c in item["content"]]
+    assert text(streamed) == text(whole) and text(whole)
+    rec = record_for(server, "")  # the newest
+    assert rec["dialect"] == "responses" and rec["url"] == "/engines/v1/responses"
