@@ -85,7 +85,8 @@ def probe(source: str | None) -> Caps:
             object_args, short_ids = isinstance(arguments, dict), len(call_id) == 9
             break
     if not calls:
-        out = _try(source, [*user, {"role": "tool", "content": _RESULT, "tool_call_id": "x"}])
+        out = _try(source, [*user, {"role": "assistant", "content": "ok"},
+                            {"role": "tool", "content": _RESULT, "tool_call_id": "x"}])
         results = out is not None and _RESULT in out
     return Caps(system_role, alternation, tool_definitions, calls, results, object_args,
                 short_ids)
@@ -130,6 +131,8 @@ def fit(messages: list[Message], caps: Caps, *,
             name = m.name or names.get(m.tool_call_id or "")
             if not caps.tool_results:
                 m = Message("user", result_text(m), m.images)
+            elif not caps.tool_calls:  # calls are in our text convention: so are results
+                m = Message("tool", result_text(m), m.images, [], m.tool_call_id, name)
             elif name != m.name:
                 m = Message("tool", m.content, m.images, [], m.tool_call_id, name)
         out.append(m)

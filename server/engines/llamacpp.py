@@ -338,8 +338,8 @@ class LlamaCppModel:
     # ---------------------------------------------------------------- requests from HTTP threads
 
     def prepare(self, job: GenerationJob) -> _Prepared:
-        grammar = None
-        if job.json_schema is not None:
+        grammar = job.grammar
+        if grammar is None and job.json_schema is not None:
             try:
                 grammar = json_schema_to_gbnf(json.dumps(_enumerate_small_ranges(job.json_schema)))
             except Exception as exc:  # the converter raises plain exceptions on bad schemas

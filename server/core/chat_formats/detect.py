@@ -97,3 +97,15 @@ def supports_thinking(source: str | None) -> bool:
         return fmt.thinking
     text = (source or "") + sample(source)
     return any(opening.strip() and opening in text for opening, _ in fmt.syntax.think)
+
+
+def describe(source: str | None) -> dict[str, object]:
+    """The chat format as `dmr inspect` and /api/show report it."""
+    from ..template_caps import probe
+
+    fmt = detect(source)
+    caps = probe(source)
+    return {"name": fmt.name, "family": fmt.label,
+            "native_tools": fmt.native_tools,
+            "tools_in_template": caps.tool_definitions,
+            "thinking": supports_thinking(source)}
