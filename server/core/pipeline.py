@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
-from . import reasoning
+from . import reasoning, test_hooks
 from .errors import ContextTooLong, InvalidRequest
 from .postprocess import Choice as _Choice
 from .postprocess import PostProcessor as _PostProcessor
@@ -137,6 +137,8 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
         forced = prompt.forced
         schema = forced.schema if forced else req.response_schema
         grammar = forced.grammar if forced else None
+        if (hooked := test_hooks.output_grammar(req.model)) is not None:
+            forced, schema, grammar = None, None, hooked
         choice = _Choice(
             stops=req.sampling.stop,
             split_thinking=True,
@@ -192,7 +194,8 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
     if schema is not None or grammar is not None:  # compile now: a bad schema is still a 4xx
         schema = (schema or {"type": "object"}) if grammar is None else None
         model.prepare(GenerationJob(tokens, req.sampling, 1, schema, grammar=grammar))
-    think = _Choice([reasoning.CLOSE], False, [], None, False)
+    marks = reasoning.tags(source)
+    think = _Choice([marks.stop], False, [], None, False)
     answer = dataclasses.replace(choice, split_thinking=False, start="content")
     think_sampling = dataclasses.replace(req.sampling, stop=[], logprobs=None)
     max_new = req.sampling.max_tokens
@@ -229,7 +232,7 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
             yield from reasoning.think_then_answer(
                 i, think_events, think_usage, prompt.text, visible_start,
                 prompt.answer_prefix or "", max_new,
-                functools.partial(phase, i, True), usage)
+                functools.partial(phase, i, True), usage, marks.close)
         yield Done(usage)
 
     return Run(req.model, len(tokens), EventStream(events(), _releaser(runtime, lease, streams)))

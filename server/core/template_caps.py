@@ -41,6 +41,8 @@ class Caps:
     tool_results: bool = False
     object_arguments: bool = True
     short_ids: bool = False
+    #: Several calls in one assistant turn (Llama 3.x templates refuse them).
+    parallel_calls: bool = True
 
 
 def _try(source: str, messages: list[dict[str, Any]], **kw: Any) -> str | None:
@@ -84,12 +86,20 @@ def probe(source: str | None) -> Caps:
             calls, results = True, _RESULT in out
             object_args, short_ids = isinstance(arguments, dict), len(call_id) == 9
             break
-    if not calls:
+    parallel = True
+    if calls:
+        call_id = "a1b2c3d4e" if short_ids else "call_7d1probe"
+        arguments = {"a": _ARG} if object_args else json.dumps({"a": _ARG})
+        two = _call_probe(call_id, arguments)
+        two[1]["tool_calls"] = two[1]["tool_calls"] * 2
+        two.append(dict(two[2]))
+        parallel = _try(source, two, tools=[tool_def]) is not None
+    else:
         out = _try(source, [*user, {"role": "assistant", "content": "ok"},
                             {"role": "tool", "content": _RESULT, "tool_call_id": "x"}])
         results = out is not None and _RESULT in out
     return Caps(system_role, alternation, tool_definitions, calls, results, object_args,
-                short_ids)
+                short_ids, parallel)
 
 
 def short_id(call_id: str) -> str:
@@ -121,6 +131,8 @@ def fit(messages: list[Message], caps: Caps, *,
         result_text: Callable[[Message], str] = _hermes_result) -> list[Message]:
     """The conversation rewritten into what the template accepts (see the module doc)."""
     names = {c.id: c.name for m in messages for c in m.tool_calls}
+    if caps.tool_calls and not caps.parallel_calls:
+        messages = _one_call_per_turn(messages)
     out: list[Message] = []
     for m in messages:
         if m.role == "assistant" and m.tool_calls and not caps.tool_calls:
@@ -140,6 +152,31 @@ def fit(messages: list[Message], caps: Caps, *,
         out = _system_into_user(out)
     if caps.alternation:
         out = _merge_runs(out)
+    return out
+
+
+def _one_call_per_turn(messages: list[Message]) -> list[Message]:
+    """Several calls of one turn as consecutive turns of one call, each followed by its
+    result (for templates that render a single call per assistant turn)."""
+    out: list[Message] = []
+    i = 0
+    while i < len(messages):
+        m = messages[i]
+        if m.role != "assistant" or len(m.tool_calls) < 2:
+            out.append(m)
+            i += 1
+            continue
+        j = i + 1
+        results = []
+        while j < len(messages) and messages[j].role == "tool":
+            results.append(messages[j])
+            j += 1
+        for k, call in enumerate(m.tool_calls):
+            out.append(Message("assistant", m.content if k == 0 else "", [], [call], None,
+                               m.name, m.reasoning if k == 0 else None))
+            out += [r for r in results if r.tool_call_id == call.id]
+        out += [r for r in results if r.tool_call_id not in {c.id for c in m.tool_calls}]
+        i = j
     return out
 
 

@@ -189,17 +189,22 @@ def python_tag(body: str, tools: Toolset) -> list[Call] | None:
     return None
 
 
-def llama_bare(body: str, tools: Toolset) -> list[Call] | None:
-    """Llama 3.x's whole-answer call: `{"name": ..., "parameters": {...}}`, possibly several
-    separated by `;`."""
-    calls = json_calls(body, tools)
-    if calls:
-        return calls
-    parts = [p for p in body.split(";") if p.strip()]
-    if len(parts) < 2:
-        return None
-    found = [json_calls(p, tools) for p in parts]
-    return _all([c[0] if c and len(c) == 1 else None for c in found])
+def json_sequence(body: str, tools: Toolset) -> list[Call] | None:
+    """Whole-answer calls without markers (Llama 3.x: `{"name": ..., "parameters": {...}}`;
+    Hermes-style models that forget the tags): one JSON call object, or several in a row
+    (separated by white space or `;`)."""
+    calls: list[Call | None] = []
+    pos, text = 0, body.strip()
+    while pos < len(text):
+        found = values.json_prefix(text, pos)
+        if found is None:
+            return None
+        value, pos = found
+        items = value if isinstance(value, list) else [value]
+        calls += [_object_call(v, tools) for v in items]
+        while pos < len(text) and (text[pos].isspace() or text[pos] == ";"):
+            pos += 1
+    return _all(calls)
 
 
 def python_list(body: str, tools: Toolset) -> list[Call] | None:

@@ -37,6 +37,9 @@ class Params:
         flag = self.flag(schema) if self.flag else ""
         return self.open.replace("{key}", key).replace("{flag}", flag)
 
+    def tail(self, key: str) -> str:
+        return self.close.replace("{key}", key)
+
     def value(self, value: Any) -> str:
         if isinstance(value, str):
             if self.strings == "raw":
@@ -72,7 +75,7 @@ class Convention:
         else:
             props = (schema or {}).get("properties") or {}
             p = self.params
-            body = p.sep.join(f"{p.head(k, props.get(k))}{p.value(v)}{p.close}"
+            body = p.sep.join(f"{p.head(k, props.get(k))}{p.value(v)}{p.tail(k)}"
                               for k, v in arguments.items())
         return f"{self.before(name)}{body}{self.after(name)}"
 
@@ -104,7 +107,7 @@ class Convention:
         schema = schema if isinstance(schema, dict) else {}
         raw_string = values.schema_types(schema) == {"string"} and not schema.get("enum")
         if raw_string and p.strings == "raw":
-            value = g.excluding(p.close, f"{rule}-{key}-text")
+            value = g.excluding(p.tail(key), f"{rule}-{key}-text")
         elif raw_string and p.strings == "gemma":
             quote = literal(values.GEMMA_QUOTE)
             value = g.rule(f"{rule}-{key}-str",
@@ -112,7 +115,7 @@ class Convention:
         else:
             value = g.schema(schema, f"{rule}-{key}", root=root)
         return g.rule(f"{rule}-{key}-param",
-                      f"{literal(p.head(key, schema))} {value} {literal(p.close)}")
+                      f"{literal(p.head(key, schema))} {value} {literal(p.tail(key))}")
 
     def grammar(self, tools: list[tuple[str, dict[str, Any]]], *, from_head: bool) -> str:
         """A GBNF grammar for one call to one of `tools` ((name, schema) pairs): the part after

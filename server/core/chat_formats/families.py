@@ -90,7 +90,7 @@ NS = cx.MM_NS
 FORMATS: dict[str, ChatFormat] = {f.name: f for f in [
     _fmt("hermes", "Hermes / Qwen 2.5-3 / Granite 4 (<tool_call> JSON)", HERMES_CALL,
          syntax=Syntax((THINK,), blocks=(Block("<tool_call>", "</tool_call>", cj.json_calls),),
-                       bare=cj.json_calls)),
+                       bare=cj.json_sequence)),
     _fmt("qwen3-coder", "Qwen3-Coder / Qwen3.5 / Nemotron 3 / StepFun (XML parameters)",
          Convention("<tool_call>\n<function={name}>\n", "</function>\n</tool_call>",
                     QWEN_PARAMS),
@@ -167,7 +167,7 @@ FORMATS: dict[str, ChatFormat] = {f.name: f for f in [
     _fmt("llama3", "Llama 3.1-3.3 (JSON with parameters, <|python_tag|>)", Convention(
         '{"name": "{name}", "parameters": ', "}"),
         syntax=Syntax(blocks=(Block("<|python_tag|>", None, cj.python_tag),),
-                      bare=cj.llama_bare)),
+                      bare=cj.json_sequence)),
     _fmt("functionary-v3.1", "Functionary v3.1 (<function=name>)", Convention(
         "<function={name}>", "</function>"),
         syntax=Syntax(blocks=(Block("<function=", "</function>", cj.name_then_json),

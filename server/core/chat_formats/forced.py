@@ -47,7 +47,7 @@ def object_schema(parameters: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _first_call(fmt: ChatFormat, tools: list[Tool], text: str) -> Call | None:
-    parser = fmt.parser(tools, start="content")
+    parser = fmt.parser(tools)
     for item in parser.feed(text) + parser.flush():
         if isinstance(item, Call):
             return item

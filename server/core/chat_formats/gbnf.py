@@ -206,13 +206,15 @@ class Grammar:
                 k = _failure(delimiter)[k - 1]
 
         for k in range(length):
-            alts = [""]
-            others = f"[^{_char_class(chars)}]"
-            alts.append(f"{others} {names[0]}")
-            for ch in sorted(chars):
-                nxt = step(k, ch)
-                if nxt < length:
-                    alts.append(f"{literal(ch)} {names[nxt]}")
+            # Only the characters that move the automaton get an alternative of their own;
+            # all others go back to state 0 in one class (few alternatives: few grammar
+            # stacks, which is what llama.cpp's sampling cost grows with).
+            moves = {ch: step(k, ch) for ch in chars}
+            special = {ch for ch, nxt in moves.items() if nxt != 0}
+            alts = ["", f"[^{_char_class(special)}] {names[0]}"]
+            for ch in sorted(special):
+                if moves[ch] < length:
+                    alts.append(f"{literal(ch)} {names[moves[ch]]}")
             self.rules[names[k]] = " | ".join(alts)
         return names[0]
 

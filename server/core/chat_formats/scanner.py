@@ -273,6 +273,21 @@ class MarkupParser:
         block = self._block
         assert block is not None
         calls = block.parse(body, self.tools)
+        if not calls and block.end is None and block.start in body:
+            calls = self._each(block, body)  # a block to the end holds one call per start
         if calls:
             return list(calls)
         return [Text(("" if block.keep_start else block.start) + body + end)]
+
+    def _each(self, block: Block, body: str) -> list[Call] | None:
+        calls: list[Call] = []
+        for i, piece in enumerate(body.split(block.start)):
+            if i == 0 and block.keep_start:
+                piece = piece[len(block.start):] if piece.startswith(block.start) else piece
+            if not piece.strip():
+                continue
+            found = block.parse((block.start if block.keep_start else "") + piece, self.tools)
+            if not found:
+                return None
+            calls += found
+        return calls
