@@ -652,7 +652,9 @@ class LlamaCppModel:
         logprob = self._logprobs(row, token, seq.job.sampling.logprobs)
         seq.n_generated += 1
         seq.generated.append(token)
-        seq.out.put(Token(token, self._piece(token), logprob))
+        # Control tokens come out as their text: chat formats are made of them (gpt-oss's
+        # <|channel|>, Kimi's and DeepSeek's tool-call markers); the core parses them.
+        seq.out.put(Token(token, self._piece(token, special=True), logprob))
         if seq.n_generated >= seq.job.max_new_tokens or seq.n_past + 1 >= self.info.n_ctx:
             self._end(seq, "length")
         else:

@@ -106,7 +106,13 @@ class Convention:
         assert p is not None
         schema = schema if isinstance(schema, dict) else {}
         raw_string = values.schema_types(schema) == {"string"} and not schema.get("enum")
-        if raw_string and p.strings == "raw":
+        choices = schema.get("enum") or ([schema["const"]] if "const" in schema else None)
+        if choices and all(isinstance(c, str) for c in choices) and p.strings != "json":
+            # A choice of strings is written as the strings themselves (raw, or quoted).
+            quote = values.GEMMA_QUOTE if p.strings == "gemma" else ""
+            value = g.rule(f"{rule}-{key}-choice",
+                           " | ".join(literal(f"{quote}{c}{quote}") for c in choices))
+        elif raw_string and p.strings == "raw":
             value = g.excluding(p.tail(key), f"{rule}-{key}-text")
         elif raw_string and p.strings == "gemma":
             quote = literal(values.GEMMA_QUOTE)

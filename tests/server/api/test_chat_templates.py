@@ -12,8 +12,9 @@ test time, tests/server/core/llama_chat_cases.py):
    prompts of the bundled model's own template, which the layer used to lose to;
 3. for one template of each chat format, a test-only grammar (server/core/test_hooks.py)
    makes the model write two tool calls in that format's native syntax; they must come back
-   as structured calls in OpenAI (`tool_calls`), Anthropic (`tool_use`) and Ollama
-   (`tool_calls`), streamed and not.
+   as structured calls in OpenAI (`tool_calls`), streamed and not; for five formats also in
+   Anthropic (`tool_use`) and Ollama (`tool_calls`), streamed and not (the dialects encode
+   the same core events whatever the format).
 
 One server serves all of it; each template's model is unloaded when done. Slow by nature
 (about 70 templates, most prompts hundreds of tokens): see docs/models.md for the runtime.
@@ -41,9 +42,12 @@ from tests.conftest import ServerProcess
 from tests.server.core.llama_chat_cases import sdist_dir
 from tests.server.gguf_embed import embed_template
 
+#: Choices, not free text: a forced call must end within a few tokens even where the model
+#: (135M parameters) writes XML parameters, whose raw text only its closing tag ends.
 WEATHER = {"name": "get_weather", "description": "Get the weather in a city",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                          "required": ["city"]}}
+           "parameters": {"type": "object", "properties": {
+               "city": {"type": "string", "enum": ["Paris", "Rome", "Tokyo"]}},
+               "required": ["city"]}}
 UNIT = {"name": "set_unit", "description": "Set the temperature unit",
         "parameters": {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}},
                        "required": ["unit"]}}
@@ -60,7 +64,7 @@ SHAPES = {
     "plain": {"messages": [{"role": "user", "content": "Hi"}]},
     "system+tools": {"messages": [SYSTEM, ASK], "tools": TOOLS},
     "forced": {"messages": [SYSTEM, ASK], "tools": TOOLS, "tool_choice": "required",
-               "max_tokens": 64},
+               "max_tokens": 256},
     "tool history": {"messages": [SYSTEM, ASK, CALLED, RESULT], "tools": TOOLS},
 }
 NATIVE_CALLS = [ToolCall("", "get_weather", '{"city": "Paris"}'),
@@ -72,10 +76,12 @@ def _templates() -> list[Path]:
 
 
 TEMPLATES = _templates()
-#: One template per chat format: the native-call checks run there.
+#: One template per chat format: the native-call checks run there (OpenAI's dialect for
+#: every format; Anthropic's and Ollama's encode the same core events, so a few suffice).
 REPRESENTATIVE: dict[str, Path] = {}
 for _path in TEMPLATES:
     REPRESENTATIVE.setdefault(detect(_path.read_text()).name, _path)
+ALL_DIALECTS = {"hermes", "qwen3-coder", "harmony", "kimi-k2", "mistral"}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +180,7 @@ def _check_calls(calls: list[tuple[str, dict]]) -> None:
 
 
 def _openai_calls(oa: openai.OpenAI, model: str, stream: bool) -> list[tuple[str, dict]]:
-    kw = {"model": model, "messages": [SYSTEM, ASK], "tools": TOOLS, "max_tokens": 200,
+    kw = {"model": model, "messages": [SYSTEM, ASK], "tools": TOOLS, "max_tokens": 1024,
           "temperature": 0}
     if not stream:
         choice = oa.chat.completions.create(**kw).choices[0]
@@ -198,7 +204,7 @@ def _openai_calls(oa: openai.OpenAI, model: str, stream: bool) -> list[tuple[str
 
 def _anthropic_calls(an: anthropic.Anthropic, model: str,
                      stream: bool) -> list[tuple[str, dict]]:
-    kw = {"model": model, "max_tokens": 200, "system": SYSTEM["content"],
+    kw = {"model": model, "max_tokens": 1024, "system": SYSTEM["content"],
           "messages": [ASK], "tools": _anthropic_shape({"messages": [], "tools": TOOLS})["tools"]}
     if not stream:
         message = an.messages.create(**kw)
@@ -211,7 +217,7 @@ def _anthropic_calls(an: anthropic.Anthropic, model: str,
 
 def _ollama_calls(ol: ollama.Client, model: str, stream: bool) -> list[tuple[str, dict]]:
     kw = {"model": model, "messages": [SYSTEM, ASK], "tools": TOOLS,
-          "options": {"num_predict": 200, "temperature": 0}}
+          "options": {"num_predict": 1024, "temperature": 0}}
     if not stream:
         calls = ol.chat(**kw).message.tool_calls or []
     else:
@@ -250,8 +256,9 @@ def test_template(path: Path, server, hooks, base_counts, tmp_path):
         ol = ollama.Client(host=server.url, timeout=600)
         for stream in (False, True):
             _check_calls(_openai_calls(oa, layer, stream))
-            _check_calls(_anthropic_calls(an, layer, stream))
-            _check_calls(_ollama_calls(ol, layer, stream))
+            if fmt.name in ALL_DIALECTS:
+                _check_calls(_anthropic_calls(an, layer, stream))
+                _check_calls(_ollama_calls(ol, layer, stream))
         hooks.write_text("{}")
 
     # 2. the template embedded in the GGUF renders the same prompts as the layer
