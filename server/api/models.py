@@ -98,8 +98,10 @@ def list_models():
 
 @native.get("/models/<path:name>")
 def get_model(name: str):
-    """DMR's model JSON, plus the chat format we detected from the model's template (an
-    extension: which tool-call and reasoning syntax the server reads, see docs/models.md)."""
+    """A model: DMR's JSON, plus the chat format detected from its template.
+
+    The chat format is an extension: the tool-call and reasoning syntax the server reads
+    (docs/models.md)."""
     model = _find(name)
     body = native_json(model)
     try:

@@ -4,7 +4,8 @@ For each template of `vendor/llama.cpp/models/templates/` (the llama-cpp-python 
 test time, tests/server/core/llama_chat_cases.py):
 
 1. packaged as DMR packages it (`dmr package --gguf ... --chat-template ...`: a template
-   layer), four conversations are answered: a plain chat, a system prompt with tools, a tool
+   layer), it is the template `dmr inspect` and /api/show report, and four conversations are
+   answered: a plain chat, a system prompt with tools, a tool
    call with its result in the history, and a forced call (`tool_choice: required`, which
    must come back as a valid call in every model's own convention);
 2. embedded into a copy of the GGUF instead, the same four conversations render to the same
@@ -232,6 +233,10 @@ def test_template(path: Path, server, hooks, base_counts, tmp_path):
     client = Client(server.url, timeout=600)
     layer = _tag(path, "layer")
     _package(client, bundled_gguf(), layer, None, [], str(path), False, True)
+    # the layer's template is the one reported (dmr inspect, /api/show)
+    assert requests.get(f"{server.url}/models/{layer}").json()["chat_format"]["name"] == fmt.name
+    show = requests.post(f"{server.url}/api/show", json={"model": layer}, timeout=60).json()
+    assert show["template"] == source
     oa = openai.OpenAI(base_url=server.url + "/engines/v1", api_key="-", max_retries=0,
                        timeout=600)
 
