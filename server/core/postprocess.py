@@ -48,6 +48,11 @@ class PostProcessor:
         self._forced_sent = 0
         self._forced_id = new_call_id()
 
+    @property
+    def in_thinking(self) -> bool:
+        """Whether the model is writing reasoning now (its tokens count as reasoning)."""
+        return self.parser is not None and self.parser.in_reasoning
+
     def feed(self, text: str) -> Iterator[Event]:
         if not text:
             return

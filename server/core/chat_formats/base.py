@@ -37,7 +37,11 @@ Item = Text | Reasoning | Call
 
 
 class StreamParser(Protocol):
-    """Feed decoded text as it is generated; `flush` at the end of the output."""
+    """Feed decoded text as it is generated; `flush` at the end of the output.
+    `in_reasoning` says whether the model is writing reasoning now."""
+
+    @property
+    def in_reasoning(self) -> bool: ...
 
     def feed(self, text: str) -> list[Item]: ...
 

@@ -52,6 +52,10 @@ class ChannelParser:
         self._body = ""
         self._first = True
 
+    @property
+    def in_reasoning(self) -> bool:
+        return self._state == "body" and self._kind == "reasoning"
+
     def feed(self, text: str) -> list[Item]:
         self._buf += text
         out: list[Item] = []

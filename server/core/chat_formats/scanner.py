@@ -104,6 +104,11 @@ class MarkupParser:
 
     # -------------------------------------------------------------------------------- API
 
+    @property
+    def in_reasoning(self) -> bool:
+        """Whether the text being generated now is reasoning (for token accounting)."""
+        return self._state == "reasoning"
+
     def feed(self, text: str) -> list[Item]:
         self._buf += text
         out: list[Item] = []

@@ -125,3 +125,10 @@ def test_history_calls_and_results_are_written_in_the_convention():
                                  '"arguments": {"city": "Paris"}}\n</tool_call>')
     assert result.role == "user"
     assert result.content == '<tool_response>\n{"temp": 21}\n</tool_response>'
+
+
+def test_the_parser_says_when_the_model_is_reasoning():
+    parser = FALLBACK.parser([], "<|im_start|>assistant\n<think>\n")
+    assert parser.in_reasoning
+    parser.feed("plan</think>")
+    assert not parser.in_reasoning
