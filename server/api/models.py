@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..core.chat_formats.detect import describe
 from ..core.errors import Conflict, DMRError, InvalidRequest, ModelNotFound, NotFound
 from ..state import current
 from ..store import reference, tarball
@@ -23,7 +24,7 @@ from ..store.progress import PULL, PUSH, Notice
 from ..store.pull import prepare_pull
 from ..store.push import prepare_push
 from ..store.store import StoredModel
-from . import dmr_progress, openai, remote
+from . import dmr_progress, ollama_models, openai, remote
 from .validation import json_body, validate
 
 native = Blueprint("dmr_models", __name__)
@@ -99,7 +100,17 @@ def list_models():
 
 @native.get("/models/<path:name>")
 def get_model(name: str):
-    return jsonify(native_json(_find(name)))
+    """A model: DMR's JSON, plus the chat format detected from its template.
+
+    The chat format is an extension: the tool-call and reasoning syntax the server reads
+    (docs/models.md)."""
+    model = _find(name)
+    body = native_json(model)
+    try:
+        body["chat_format"] = describe(ollama_models.chat_template(model))
+    except (OSError, ValueError):  # an unreadable GGUF header: inspect still answers
+        pass
+    return jsonify(body)
 
 
 @openai_models.get("/models")

@@ -10,8 +10,8 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from ..core import template as chat_template
-from ..core.runtime import LoadedEntry
+from ..core.chat_formats.detect import describe
+from ..core.runtime import LoadedEntry, template_layer
 from ..store import gguf
 from ..store.store import StoredModel
 from .ollama_codec import timestamp
@@ -52,17 +52,28 @@ def details(model: StoredModel) -> dict[str, Any]:
     }
 
 
-def capabilities(meta: dict[str, Any]) -> list[str]:
+def chat_template(model: StoredModel) -> str:
+    """The template the model renders with: its template layer, else the GGUF's (DMR's rule)."""
+    layer = template_layer(model)
+    return layer if layer is not None else (metadata(model).get("tokenizer.chat_template") or "")
+
+
+def capabilities(meta: dict[str, Any], source: str | None = None) -> list[str]:
     """What the model can do, judged as Ollama judges it: a GGUF that declares a pooling type
-    is an embedding model; tools and thinking need a chat template that knows about them.
-    (/api/embed itself works with every model: the engine mean-pools a chat model too.)"""
+    is an embedding model; tools and thinking need a chat format that has them (detected
+    from the template, chat_formats/detect.py). (/api/embed itself works with every model:
+    the engine mean-pools a chat model too.)"""
     arch = meta.get("general.architecture", "")
     embedding = f"{arch}.pooling_type" in meta or arch in _ENCODERS
     caps = ["embedding"] if embedding else ["completion"]
-    source = meta.get("tokenizer.chat_template")
-    if not embedding and chat_template.supports_tools(source):
+    if source is None:
+        source = meta.get("tokenizer.chat_template")
+    if embedding or not source:
+        return caps
+    fmt = describe(source)
+    if fmt["native_tools"] or fmt["tools_in_template"]:
         caps.append("tools")
-    if not embedding and source and "<think>" in source:
+    if fmt["thinking"]:
         caps.append("thinking")
     return caps
 
@@ -96,7 +107,7 @@ def context_size(model: StoredModel, configured: int | None, server_default: int
 def show(model: StoredModel, n_ctx: int, verbose: bool = False) -> dict[str, Any]:
     """/api/show; `n_ctx` is the context the model has (or will have) when loaded."""
     meta, n_params = _header(str(model.gguf_path))
-    template = meta.get("tokenizer.chat_template") or ""
+    template = chat_template(model)
     license_text = meta.get("general.license") or ""
     return {
         "license": license_text if isinstance(license_text, str) else "\n".join(license_text),
@@ -106,7 +117,7 @@ def show(model: StoredModel, n_ctx: int, verbose: bool = False) -> dict[str, Any
         "template": template,
         "details": details(model),
         "model_info": model_info(meta, n_params, verbose),
-        "capabilities": capabilities(meta),
+        "capabilities": capabilities(meta, template),
         "modified_at": timestamp(model.created),
     }
 

@@ -4,7 +4,9 @@ start_chat/start_completion do everything that can fail on bad input (model look
 tokenization, context check, grammar) before returning, so a dialect can still answer with a
 4xx; only then are events generated. Per choice the raw tokens flow through:
 
-    UTF-8 decoding -> stop sequences -> <think> splitting -> tool-call parsing -> events
+    UTF-8 decoding -> stop sequences -> the model's chat format (reasoning, tool calls) -> events
+
+The prompt itself is prompting.py's; the chat formats are chat_formats/.
 """
 
 from __future__ import annotations
@@ -15,25 +17,18 @@ import functools
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
-from . import reasoning, template
-from .errors import ContextTooLong, InvalidRequest, NotSupported
+from . import reasoning, test_hooks
+from .errors import ContextTooLong, InvalidRequest
+from .postprocess import Choice as _Choice
+from .postprocess import PostProcessor as _PostProcessor
+from .prompting import Prompt, build_prompt
 from .runtime import Lease, Runtime
 from .stops import StopMatcher
-from .thinking import ThinkSplitter
-from .tools import (
-    ForcedCall,
-    ToolCallParser,
-    forced_call,
-    inject_into_system,
-    inline_tool_markup,
-    new_call_id,
-    parse_forced,
-    system_prompt_section,
-)
 from .types import (
     ChatRequest,
     ChoiceDone,
@@ -43,10 +38,7 @@ from .types import (
     Event,
     Sampling,
     TextDelta,
-    ThinkingDelta,
     TokenLogprob,
-    ToolCall,
-    ToolCallDelta,
     Usage,
 )
 
@@ -107,67 +99,7 @@ class Run:
         self.events.close()
 
 
-@dataclass
-class Prompt:
-    text: str
-    forced: ForcedCall | None
-    think_started: bool
-    #: Set when thinking comes first (reasoning.py): what starts the answer after it.
-    answer_prefix: str | None = None
-
-
-@dataclass
-class _Choice:
-    """How one choice's text is post-processed."""
-
-    stops: list[str]
-    split_thinking: bool
-    think_started: bool
-    tools: list
-    forced: ForcedCall | None
-    logprobs: bool
-
-
 # ------------------------------------------------------------------------------ prompts
-
-
-def build_prompt(info: ModelInfo, req: ChatRequest) -> Prompt:
-    """Render the conversation, tools and any prefill into the model's prompt text."""
-    if not req.messages:
-        raise InvalidRequest("messages must contain at least one message", param="messages")
-    if not info.has_vision and any(m.images for m in req.messages):
-        raise NotSupported("this model does not support images (no vision projector)",
-                           param="messages")
-    messages = list(req.messages)
-    thinking_first = reasoning.two_phase(info.chat_template, req.thinking)
-    if thinking_first:
-        messages = reasoning.with_history(info.chat_template, messages)
-    tools = [] if req.tool_choice.mode == "none" else req.tools
-    template_tools = None
-    if tools:
-        if template.supports_tools(info.chat_template):
-            template_tools = tools
-        else:
-            messages = inject_into_system(messages, system_prompt_section(tools))
-    prefill = ""
-    if messages[-1].role == "assistant" and not messages[-1].tool_calls:
-        prefill = messages[-1].content
-        messages = messages[:-1]
-    if not template.supports_tools(info.chat_template):
-        messages = [inline_tool_markup(m) for m in messages]
-    extra = {}
-    if req.thinking.enabled is not None:
-        extra["enable_thinking"] = req.thinking.enabled
-    text = template.render(info.chat_template, messages, tools=template_tools,
-                           bos_token=info.bos_token, eos_token=info.eos_token,
-                           add_generation_prompt=True, extra=extra)
-    forced = forced_call(tools, req.tool_choice)
-    answer_prefix = prefill + (forced.prefill if forced else "")
-    if thinking_first:
-        return Prompt(text + reasoning.opening(info.chat_template, text), forced, False,
-                      answer_prefix)
-    text += answer_prefix
-    return Prompt(text, forced, text.rstrip().endswith("<think>"))
 
 
 def tokenize_prompt(model, text: str) -> list[int]:
@@ -178,7 +110,8 @@ def tokenize_prompt(model, text: str) -> list[int]:
 
 def count_chat_tokens(runtime: Runtime, req: ChatRequest) -> int:
     with runtime.use(req.model, req.engine) as lease:
-        prompt = build_prompt(lease.model.info, _configured(runtime, lease, req))
+        prompt = build_prompt(lease.model.info, _configured(runtime, lease, req),
+                              lease.chat_template(req.tools))
         return len(tokenize_prompt(lease.model, prompt.text))
 
 
@@ -190,7 +123,7 @@ def _configured(runtime: Runtime, lease: Lease, req: ChatRequest) -> ChatRequest
     config = runtime.configs.get(lease.stored.id) if runtime.configs else None
     budget = config.reasoning_budget if config is not None else None
     thinking = reasoning.with_configured_budget(req.thinking, budget,
-                                                lease.model.info.chat_template)
+                                                lease.chat_template(req.tools))
     return req if thinking == req.thinking else dataclasses.replace(req, thinking=thinking)
 
 
@@ -199,23 +132,51 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
     try:
         req = _configured(runtime, lease, req)
         model = lease.model
-        prompt = build_prompt(model.info, req)
+        source = lease.chat_template(req.tools)
+        prompt = build_prompt(model.info, req, source)
         tokens = tokenize_prompt(model, prompt.text)
-        schema = prompt.forced.schema if prompt.forced else req.response_schema
+        forced = prompt.forced
+        schema = forced.schema if forced else req.response_schema
+        grammar = forced.grammar if forced else None
+        if (hooked := test_hooks.output_grammar(req.model)) is not None:
+            forced, schema, grammar = None, None, hooked
+        preserve = preserved_tokens(model, prompt.fmt)
         choice = _Choice(
             stops=req.sampling.stop,
             split_thinking=True,
-            think_started=prompt.think_started,
             tools=[] if req.tool_choice.mode == "none" else req.tools,
-            forced=prompt.forced,
+            forced=forced,
             logprobs=req.sampling.logprobs is not None,
+            fmt=prompt.fmt,
+            prompt=prompt.text,
+            start=prompt.start,
         )
         if prompt.answer_prefix is not None:
-            return _start_thinking_first(runtime, lease, req, prompt, tokens, schema, choice)
-        return _start(runtime, lease, req.model, tokens, req.sampling, req.n, schema, choice)
+            return _start_thinking_first(runtime, lease, req, prompt, tokens, schema, choice,
+                                         source, grammar, preserve)
+        return _start(runtime, lease, req.model, tokens, req.sampling, req.n, schema, choice,
+                      grammar, preserve)
     except BaseException:
         runtime.release(lease)
         raise
+
+
+#: Per loaded model: the control-token ids of each chat format's markers.
+_PRESERVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def preserved_tokens(model, fmt) -> tuple[int, ...]:
+    """The control tokens among `fmt`'s markers (tokens a marker has only when special text is
+    parsed), which the engine must emit as text for the format's parser to see them."""
+    per_model = _PRESERVED.setdefault(model, {})
+    if fmt.name not in per_model:
+        ids: set[int] = set()
+        for marker in sorted(fmt.markers()):
+            special = model.tokenize(marker, add_special=False, parse_special=True)
+            plain = model.tokenize(marker, add_special=False, parse_special=False)
+            ids |= set(special) - set(plain)
+        per_model[fmt.name] = tuple(sorted(ids))
+    return per_model[fmt.name]
 
 
 def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
@@ -230,8 +191,7 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
             prompt_text = model.detokenize(tokens)
         if not tokens:
             raise InvalidRequest("prompt is empty", param="prompt")
-        choice = _Choice(req.sampling.stop, False, False, [], None,
-                         req.sampling.logprobs is not None)
+        choice = _Choice(req.sampling.stop, False, [], None, req.sampling.logprobs is not None)
         run = _start(runtime, lease, req.model, tokens, req.sampling, req.n,
                      req.response_schema, choice)
         if req.echo:
@@ -246,15 +206,17 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
 
 
 def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prompt: Prompt,
-                          tokens: list[int], schema, choice: _Choice) -> Run:
+                          tokens: list[int], schema, choice: _Choice, source: str | None,
+                          grammar: str | None, preserve: tuple[int, ...]) -> Run:
     """A budgeted thinking phase, then the answer conditioned on it (see reasoning.py)."""
     model = lease.model
     n_ctx = model.info.n_ctx
-    if schema is not None:  # compile the grammar now, so that a bad schema is still a 4xx
-        schema = schema or {"type": "object"}
-        model.prepare(GenerationJob(tokens, req.sampling, 1, schema))
-    think = _Choice([reasoning.CLOSE], False, False, [], None, False)
-    answer = dataclasses.replace(choice, split_thinking=False)
+    if schema is not None or grammar is not None:  # compile now: a bad schema is still a 4xx
+        schema = (schema or {"type": "object"}) if grammar is None else None
+        model.prepare(GenerationJob(tokens, req.sampling, 1, schema, grammar=grammar))
+    marks = reasoning.tags(source)
+    think = _Choice([marks.stop], False, [], None, False)
+    answer = dataclasses.replace(choice, split_thinking=False, start="content")
     think_sampling = dataclasses.replace(req.sampling, stop=[], logprobs=None)
     max_new = req.sampling.max_tokens
     streams: list = []  # closed when the run ends, whether or not their events were read
@@ -270,7 +232,8 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
         if limit <= 0:
             return (event for event in [ChoiceDone(i, "length")])
         job = GenerationJob(ids, req.sampling if is_answer else think_sampling, limit,
-                            schema if is_answer else None)
+                            schema if is_answer else None,
+                            grammar=grammar if is_answer else None, preserve=preserve)
         streams.append(model.generate(model.prepare(job)))
         return _choice_events(i, streams[-1], answer if is_answer else think, usage)
 
@@ -283,13 +246,13 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
 
     def events() -> Iterator[Event]:
         usage = Usage(prompt_tokens=len(tokens), load_seconds=lease.load_seconds)
-        visible_start = reasoning.lead_in(model.info.chat_template)
+        visible_start = reasoning.lead_in(source)
         for i in range(req.n):
             think_events, think_usage = first if i == 0 else thinking(i)
             yield from reasoning.think_then_answer(
                 i, think_events, think_usage, prompt.text, visible_start,
                 prompt.answer_prefix or "", max_new,
-                functools.partial(phase, i, True), usage)
+                functools.partial(phase, i, True), usage, marks.close)
         yield Done(usage)
 
     return Run(req.model, len(tokens), EventStream(events(), _releaser(runtime, lease, streams)))
@@ -306,7 +269,8 @@ def _echo(text: str, n: int, events: Iterator[Event]) -> Iterator[Event]:
 
 
 def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], sampling: Sampling,
-           n: int, schema, choice: _Choice) -> Run:
+           n: int, schema, choice: _Choice, grammar: str | None = None,
+           preserve: tuple[int, ...] = ()) -> Run:
     model = lease.model
     n_ctx = model.info.n_ctx
     if sampling.context_limit:
@@ -317,11 +281,14 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
     max_new = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
     if schema is not None and not schema:
         schema = {"type": "object"}
+    if grammar is not None:
+        schema = None
     prepared = []
     for i in range(n):
         s = sampling if i == 0 or sampling.seed is None else dataclasses.replace(
             sampling, seed=sampling.seed + i)
-        prepared.append(model.prepare(GenerationJob(tokens, s, max_new, schema)))
+        prepared.append(model.prepare(GenerationJob(tokens, s, max_new, schema,
+                                                    grammar=grammar, preserve=preserve)))
     streams = []
     try:
         for job in prepared if max_new > 0 else []:
@@ -394,89 +361,6 @@ def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Ev
     if post.n_calls and reason == "stop":
         reason = "tool_calls"
     yield ChoiceDone(i, reason, stop_sequence, timed_out)
-
-
-class _PostProcessor:
-    """Turns one choice's decoded text into thinking, text and tool-call events."""
-
-    def __init__(self, index: int, choice: _Choice):
-        self.index = index
-        self.forced = choice.forced
-        self.splitter = ThinkSplitter(choice.think_started) if choice.split_thinking else None
-        self.parser = ToolCallParser(choice.tools) if choice.tools and not choice.forced else None
-        self.logprobs: list[TokenLogprob] = []
-        self.n_calls = 0
-        self._forced_text = ""
-        self._forced_sent = 0
-        self._forced_id = new_call_id()
-
-    @property
-    def in_thinking(self) -> bool:
-        return self.splitter is not None and self.splitter.in_thinking
-
-    def feed(self, text: str) -> Iterator[Event]:
-        if not text:
-            return
-        if self.forced is not None:
-            yield from self._feed_forced(text)
-            return
-        if self.splitter is not None:
-            thinking, text = self.splitter.feed(text)
-            if thinking:
-                yield ThinkingDelta(thinking, self.index)
-        yield from self._content(text)
-
-    def flush(self) -> Iterator[Event]:
-        if self.forced is not None:
-            if self.forced.name is None:
-                call = parse_forced(self.forced, self._forced_text)
-                if call is not None:
-                    yield self._call_event(call)
-            elif parse_forced(self.forced, self._forced_text) is None:
-                self.n_calls = 0  # cut off: the arguments are not valid JSON
-            return
-        if self.splitter is not None:
-            thinking, text = self.splitter.flush()
-            if thinking:
-                yield ThinkingDelta(thinking, self.index)
-            yield from self._content(text)
-        if self.parser is not None:
-            yield from self._items(self.parser.flush())
-
-    def _feed_forced(self, text: str) -> Iterator[Event]:
-        self._forced_text += text
-        if self.forced.name is None:
-            return  # several tools: the name is known only once the whole call has parsed
-        if not self.n_calls:
-            self.n_calls = 1
-            yield ToolCallDelta(0, self._forced_id, self.forced.name, "", self.index)
-        # The grammar allows white space after the JSON; hold it back until more JSON follows.
-        ready = self._forced_text.rstrip()
-        if len(ready) > self._forced_sent:
-            yield ToolCallDelta(0, arguments=ready[self._forced_sent:], choice=self.index)
-            self._forced_sent = len(ready)
-
-    def _content(self, text: str) -> Iterator[Event]:
-        if self.parser is not None:
-            yield from self._items(self.parser.feed(text) if text else [])
-        elif text:
-            yield self._text(text)
-
-    def _items(self, items: list[str | ToolCall]) -> Iterator[Event]:
-        for item in items:
-            if isinstance(item, str):
-                if item:
-                    yield self._text(item)
-            else:
-                yield self._call_event(item)
-
-    def _call_event(self, call: ToolCall) -> ToolCallDelta:
-        self.n_calls += 1
-        return ToolCallDelta(self.n_calls - 1, call.id, call.name, call.arguments, self.index)
-
-    def _text(self, text: str) -> TextDelta:
-        logprobs, self.logprobs = (self.logprobs or None), []
-        return TextDelta(text, self.index, logprobs)
 
 
 # ------------------------------------------------------------------------------ embeddings

@@ -20,7 +20,10 @@ Claude does with thinking blocks; the chat template decides for natively reasoni
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+from .chat_formats.channels import HARMONY
+from .chat_formats.detect import detect, supports_thinking
 from .thinking import CLOSE, OPEN
 from .types import ChoiceDone, Event, Message, TextDelta, Thinking, ThinkingDelta, Usage
 
@@ -35,8 +38,34 @@ Answer = Callable[[str, "int | None", Usage], Iterator[Event]]
 
 
 def native(chat_template: str | None) -> bool:
-    """Whether the model's own template knows thinking blocks."""
-    return bool(chat_template) and OPEN in chat_template
+    """Whether the model reasons in its own format (its chat format has reasoning tags the
+    template knows: `<think>`, `[THINK]`, gpt-oss's analysis channel...)."""
+    return bool(chat_template) and supports_thinking(chat_template)
+
+
+@dataclass(frozen=True)
+class Tags:
+    """How a thinking phase is opened and closed in the prompt: the model's own reasoning
+    tags, or `<think>` for models prompted to think."""
+
+    open: str
+    #: What ends the thinking phase's generation (a stop sequence).
+    stop: str
+    #: What the answer's prompt puts between the thinking and the answer.
+    close: str
+
+
+def tags(chat_template: str | None) -> Tags:
+    if native(chat_template):
+        fmt = detect(chat_template)
+        if fmt.channels is HARMONY:
+            return Tags("<|channel|>analysis<|message|>", "<|end|>",
+                        "<|end|><|start|>assistant<|channel|>final<|message|>")
+        if fmt.syntax.think:
+            opening, closing = fmt.syntax.think[0]
+            if opening != OPEN:
+                return Tags(opening, closing, closing)
+    return Tags(f"{OPEN}\n", CLOSE, f"\n{CLOSE}\n\n")
 
 
 def with_configured_budget(thinking: Thinking, budget: int | None,
@@ -73,7 +102,8 @@ def lead_in(chat_template: str | None) -> str:
 
 def opening(chat_template: str | None, rendered: str) -> str:
     """What to append to the rendered prompt to start the thinking."""
-    head = "" if rendered.rstrip().endswith(OPEN) else f"{OPEN}\n"
+    opening = tags(chat_template).open
+    head = "" if rendered.rstrip().endswith(opening.strip()) else opening
     return head + lead_in(chat_template)
 
 
@@ -128,7 +158,8 @@ class _Trim:
 
 def think_then_answer(choice: int, thinking: Iterator[Event], think_usage: Usage, prompt: str,
                       visible_start: str, answer_prefix: str, max_new: int | None,
-                      answer: Answer, usage: Usage) -> Iterator[Event]:
+                      answer: Answer, usage: Usage,
+                      close: str = f"\n{CLOSE}\n\n") -> Iterator[Event]:
     """Events of one choice: its thinking, then its answer (text, tool calls, ChoiceDone).
 
     `thinking` is the (already started) thinking phase's generation from `prompt`, limited by
@@ -155,7 +186,7 @@ def think_then_answer(choice: int, thinking: Iterator[Event], think_usage: Usage
     answer_usage = Usage()
     shown = _Trim(trailing=False)
     shown.started = bool(answer_prefix)  # a prefill's continuation keeps its white space
-    next_prompt = f"{prompt}{generated.rstrip()}\n{CLOSE}\n\n{answer_prefix}"
+    next_prompt = f"{prompt}{generated.rstrip()}{close}{answer_prefix}"
     for event in answer(next_prompt, left, answer_usage):
         if isinstance(event, TextDelta) and not shown.started:
             if not (text := shown.feed(event.text)):

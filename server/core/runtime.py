@@ -49,6 +49,18 @@ def _check_file(stored: StoredModel) -> None:
                               f"{stored.gguf_size} (truncated or overwritten)")
 
 
+def template_layer(stored: StoredModel) -> str | None:
+    """The artifact's chat template layer (`dmr package --chat-template`), if it has one."""
+    path = stored.chat_template_path
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read the chat template layer of %s: %s", stored.name, exc)
+        return None
+
+
 @dataclass
 class LoadedEntry:
     stored: StoredModel
@@ -59,6 +71,8 @@ class LoadedEntry:
     load_seconds: float
     last_used: float = field(default_factory=time.monotonic)
     in_use: int = 0
+    #: The artifact's template layer, read once at load (it wins over the GGUF's, DMR's rule).
+    template_layer: str | None = None
 
     def expires_at(self) -> float | None:
         """Wall-clock time at which an idle model will be unloaded; None = never/busy."""
@@ -81,6 +95,19 @@ class Lease:
     @property
     def stored(self) -> StoredModel:
         return self.entry.stored
+
+    def chat_template(self, tools: list | None = None) -> str | None:
+        """The template to render with: the artifact's template layer, else the GGUF's
+        (its `tool_use` variant when there are tools and it has one, as llama.cpp does)."""
+        if self.entry.template_layer is not None:
+            return self.entry.template_layer
+        info = self.model.info
+        if tools:
+            variant = (getattr(info, "metadata", None) or {}).get(
+                "tokenizer.chat_template.tool_use")
+            if variant:
+                return variant
+        return info.chat_template
 
 
 class CrashLog:
@@ -205,7 +232,8 @@ class Runtime:
                 if configured is not None and configured.keep_alive is not None:
                     keep_alive = configured.keep_alive
             entry = LoadedEntry(stored, engine_name, model, keep_alive,
-                                time.time(), seconds, in_use=1)
+                                time.time(), seconds, in_use=1,
+                                template_layer=template_layer(stored))
             with self._lock:
                 self._loaded[key] = entry
             return Lease(entry, seconds)

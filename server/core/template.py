@@ -1,8 +1,12 @@
 """Chat template rendering: the model's own Jinja template, in a sandbox.
 
-Templates come from GGUF files, so they are untrusted: they run in Jinja's immutable sandbox.
-Models whose template does not know about tools get the tool list and the calling convention
-in their system prompt instead (see tools.py).
+Templates come from GGUF files and model artifacts, so they are untrusted: they run in Jinja's
+sandbox (no attribute access to Python internals). Within it the environment behaves like the
+ones templates are written for (Hugging Face transformers, llama.cpp's Jinja engine): lists and
+namespaces may be mutated (`list.append`), `{% generation %}` blocks render their body,
+undefined values are empty rather than fatal, `tojson` takes transformers' arguments and
+serialises iterables. How a conversation is fitted to what a template accepts (roles, tool
+calls, tool results) is `template_caps.py`'s job.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import InvalidRequest
-from .types import Message, Tool
 
 #: Used when a GGUF file has no template of its own.
 CHATML = (
@@ -26,69 +31,90 @@ CHATML = (
 )
 
 
+class TemplateRejected(InvalidRequest):
+    """The template called raise_exception: it refuses this conversation."""
+
+
 def _raise(message: str) -> None:
-    raise InvalidRequest(f"the model's chat template rejected the conversation: {message}")
+    raise TemplateRejected(f"the model's chat template rejected the conversation: {message}")
 
 
-@lru_cache(maxsize=16)
-def _compile(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = lambda v, indent=None, **_: json.dumps(v, ensure_ascii=False,
-                                                                    indent=indent)
+class _Lenient(jinja2.ChainableUndefined):
+    """An undefined value that is empty in every use (as in llama.cpp's Jinja engine), so a
+    template reading a field our messages lack does not fail the request."""
+
+    def __add__(self, other: Any) -> Any:
+        return other
+
+    def __radd__(self, other: Any) -> Any:
+        return other
+
+
+class _Generation(Extension):
+    """transformers' `{% generation %}...{% endgeneration %}` marks the assistant's tokens for
+    training masks; for inference it renders its body unchanged."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):  # type: ignore[no-untyped-def]
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return nodes.Scope(body, lineno=lineno)
+
+
+def _plain(value: Any) -> Any:
+    """A value as json.dumps can write it: iterables become lists, undefined becomes null."""
+    if isinstance(value, jinja2.Undefined):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__")
+                                            and not isinstance(value, (str, bytes))):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tojson(value: Any, indent: int | None = None, separators: Any = None,
+            sort_keys: bool = False, ensure_ascii: bool = False, **_: Any) -> str:
+    return json.dumps(_plain(value), ensure_ascii=ensure_ascii, indent=indent,
+                      separators=tuple(separators) if separators else None, sort_keys=sort_keys)
+
+
+@lru_cache(maxsize=64)
+def compile_template(source: str) -> jinja2.Template:
+    """The compiled template; a syntax error is the model's fault, reported as a bad model."""
+    env = SandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=_Lenient,
+                               extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do",
+                                           _Generation])
+    env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
-    return env.from_string(source)
-
-
-def supports_tools(source: str | None) -> bool:
-    return bool(source) and "tools" in source
-
-
-def _message_dict(m: Message) -> dict[str, Any]:
-    d: dict[str, Any] = {"role": m.role, "content": m.content}
-    if m.tool_calls:
-        d["tool_calls"] = [
-            {"id": c.id, "type": "function",
-             "function": {"name": c.name, "arguments": _loads_or_text(c.arguments)}}
-            for c in m.tool_calls
-        ]
-    if m.tool_call_id:
-        d["tool_call_id"] = m.tool_call_id
-    if m.name:
-        d["name"] = m.name
-    if m.reasoning:
-        d["reasoning_content"] = m.reasoning
-    return d
-
-
-def _loads_or_text(text: str) -> Any:
     try:
-        return json.loads(text)
-    except ValueError:
-        return text
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidRequest(f"the model's chat template cannot be read: {exc}") from exc
 
 
-def render(source: str | None, messages: list[Message], *, tools: list[Tool] | None = None,
-           bos_token: str = "", eos_token: str = "", add_generation_prompt: bool = True,
-           extra: dict[str, Any] | None = None) -> str:
-    """Render a conversation into the prompt text the model was trained on."""
-    template = _compile(source or CHATML)
-    tool_dicts = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                                    "parameters": t.parameters}}
-                  for t in tools or []]
+def render_dicts(source: str | None, messages: list[dict[str, Any]], *,
+                 tools: list[dict[str, Any]] | None = None, bos_token: str = "",
+                 eos_token: str = "", add_generation_prompt: bool = True,
+                 extra: dict[str, Any] | None = None) -> str:
+    """Render messages already in the template's shape (see template_caps.py). `tools` is left
+    undefined when there are none, as llama.cpp does: templates test `tools is defined`, and
+    several iterate it unguarded."""
+    template = compile_template(source or CHATML)
+    variables: dict[str, Any] = {
+        "messages": messages, "add_generation_prompt": add_generation_prompt,
+        "bos_token": bos_token, "eos_token": eos_token, **(extra or {}),
+    }
+    if tools:
+        variables["tools"] = tools
     try:
-        return template.render(
-            messages=[_message_dict(m) for m in messages],
-            tools=tool_dicts or None,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            **(extra or {}),
-        )
+        return template.render(**variables)
     except InvalidRequest:
         raise
     except jinja2.TemplateError as exc:
         raise InvalidRequest(f"the model's chat template failed on this conversation: {exc}") from exc
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError,
+            RecursionError) as exc:
         raise InvalidRequest(f"the model's chat template failed on this conversation: {exc}") from exc

@@ -39,6 +39,11 @@ class GenerationJob:
     max_new_tokens: int
     #: JSON Schema the output must satisfy (the engine turns it into a grammar), or None.
     json_schema: dict[str, Any] | None = None
+    #: A GBNF grammar (root rule `root`) the output must match; wins over json_schema.
+    grammar: str | None = None
+    #: Control tokens that come out as their text (a chat format's markers, such as gpt-oss's
+    #: <|channel|>); other control tokens come out empty, as llama-server's preserved tokens.
+    preserve: tuple[int, ...] = ()
 
 
 @dataclass

@@ -201,7 +201,9 @@ class LlamaCppModel:
     # ---------------------------------------------------------------- the LoadedModel interface
 
     def prepare(self, job: GenerationJob) -> PreparedJob:
-        grammar = schema_grammar(job.json_schema) if job.json_schema is not None else None
+        grammar = job.grammar
+        if grammar is None and job.json_schema is not None:
+            grammar = schema_grammar(job.json_schema)
         if len(job.prompt) >= self.info.n_ctx:
             raise ContextTooLong(len(job.prompt), self.info.n_ctx)
         return PreparedJob(job, grammar)

@@ -58,6 +58,7 @@ class Sequence:
         self.job = job
         self.sampler = sampler
         self.key = key
+        self.preserve = frozenset(job.preserve)
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
         self.slot: _Slot | None = None
@@ -380,7 +381,8 @@ class Scheduler:
                            self._piece)
         seq.n_generated += 1
         seq.generated.append(token)
-        self._sink.put(seq, Token(token, self._piece(token), logprob))
+        piece = self._piece(token, special=token in seq.preserve)
+        self._sink.put(seq, Token(token, piece, logprob))
         if seq.n_generated >= seq.job.max_new_tokens or seq.n_past + 1 >= self._n_ctx:
             self._end(seq, "length")
         else:

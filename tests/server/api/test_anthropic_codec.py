@@ -316,7 +316,7 @@ def wsgi_client(tmp_path, monkeypatch):
     """The SDK talking to the dialect in-process, with the pipeline replaced by `start`."""
     app = Flask(__name__)
     app.extensions["dmr"] = SimpleNamespace(store=SimpleNamespace(root=tmp_path),
-                                            runtime=SimpleNamespace())
+                                            runtime=SimpleNamespace(remotes={}))
     api.register(app)
     state = {}
     monkeypatch.setattr(api.pipeline, "start_chat", lambda runtime, req: state["start"](req))

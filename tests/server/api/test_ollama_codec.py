@@ -207,9 +207,15 @@ def test_ndjson_reports_a_failure_in_band_and_closes():
 def test_capabilities_from_gguf_metadata():
     chat = {"general.architecture": "llama", "tokenizer.chat_template": "{{ messages }}"}
     assert capabilities(chat) == ["completion"]
-    tools_and_think = {"general.architecture": "qwen3",
-                       "tokenizer.chat_template": "{% if tools %}{% endif %}<think>"}
+    tools_and_think = {"general.architecture": "qwen3", "tokenizer.chat_template":
+                       "{% for t in tools %}{{ t.function.name }}{% endfor %}"
+                       "{% for m in messages %}{{ m.content }}{% endfor %}<think>"}
     assert capabilities(tools_and_think) == ["completion", "tools", "thinking"]
+    # A template that neither describes tools nor has a tool syntax: no "tools"
+    # (calls still work through the instructions we add, but Ollama reports the template).
+    think_only = {"general.architecture": "qwen3", "tokenizer.chat_template":
+                  "{% if tools %}{% endif %}{{ messages[0].content }}<think>"}
+    assert capabilities(think_only) == ["completion", "thinking"]
     assert capabilities({"general.architecture": "bert", "bert.pooling_type": 2}) == ["embedding"]
 
 
