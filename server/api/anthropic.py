@@ -338,6 +338,7 @@ def _chat_request(body: dict[str, Any], engine: str | None, sampling: Sampling,
         tools=_tools(body),
         tool_choice=_tool_choice(body),
         response_schema=_response_schema(body),
+        schema_param="output_config.format",
         thinking=thinking,
     )
 
@@ -403,6 +404,7 @@ class Blocks:
         self.answered = False  # a text or tool_use block was started
         self.finish_reason = "stop"
         self.timed_out = False
+        self.closed = False
         self.stop_sequence: str | None = None
         self.usage = Usage()
 
@@ -435,6 +437,7 @@ class Blocks:
         elif isinstance(event, ChoiceDone):
             self.finish_reason, self.stop_sequence = event.finish_reason, event.stop_sequence
             self.timed_out = event.timed_out
+            self.closed = event.closed
         elif isinstance(event, Done):
             self.usage = event.usage
 
@@ -450,7 +453,7 @@ class Blocks:
             return "stop_sequence"
         if self.finish_reason == "length":
             limit = self.options.max_tokens
-            if self.timed_out:  # the server's time limit, the closest thing to max_tokens
+            if self.timed_out or self.closed:  # the time limit, or JSON closed at the budget
                 return "max_tokens"
             if limit is not None and self.usage.completion_tokens < limit:
                 return "model_context_window_exceeded"

@@ -180,6 +180,7 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
         sampling=s,
         tools=tools(body.get("tools")),
         response_schema=response_schema(body.get("format")),
+        schema_param="format",
         keep_alive=keep_alive(body.get("keep_alive")),
     )
     _think(req, body.get("think"))
@@ -209,11 +210,11 @@ def generate_request(body: dict[str, Any]) -> ChatRequest | CompletionRequest:
             raise NotSupported("images need a vision model and are not supported with raw "
                                "prompts", param="images")
         return CompletionRequest(model=body["model"], prompt=body["prompt"], sampling=s,
-                                 response_schema=schema, keep_alive=ttl)
+                                 response_schema=schema, schema_param="format", keep_alive=ttl)
     messages = [Message("system", body["system"])] if body.get("system") else []
     messages.append(Message("user", body["prompt"], images=images(body.get("images"), "images")))
     req = ChatRequest(model=body["model"], messages=messages, sampling=s,
-                      response_schema=schema, keep_alive=ttl)
+                      response_schema=schema, schema_param="format", keep_alive=ttl)
     _think(req, body.get("think"))
     return req
 

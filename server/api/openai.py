@@ -168,15 +168,24 @@ def _tool_choice(raw: Any) -> ToolChoice:
     return ToolChoice("function", raw["function"]["name"])
 
 
-def _response_schema(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+def _response_schema(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(the JSON Schema the answer must satisfy, the field that gave it): response_format,
+    or llama-server's top-level json_schema."""
+    raw = body.get("response_format")
+    if body.get("json_schema") is not None:
+        if raw and raw["type"] != "text":
+            raise InvalidRequest("give response_format or json_schema, not both",
+                                 param="json_schema")
+        check_json_schema(body["json_schema"], "json_schema")
+        return body["json_schema"], "json_schema"
     if not raw or raw["type"] == "text":
-        return None
+        return None, "response_format"
     if raw["type"] == "json_object":
         schema = raw.get("schema") or {}
     else:
         schema = raw["json_schema"].get("schema") or {}
     check_json_schema(schema, "response_format")
-    return schema
+    return schema, "response_format"
 
 
 def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
@@ -193,6 +202,7 @@ def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
         params = fn.get("parameters") or {"type": "object", "properties": {}}
         check_json_schema(params, f"tools[{i}].function.parameters")
         tools.append(Tool(fn["name"], fn.get("description") or "", params))
+    schema, schema_param = _response_schema(body)
     req = ChatRequest(
         model=body["model"],
         engine=engine,
@@ -200,7 +210,9 @@ def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
         sampling=sampling,
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice")),
-        response_schema=_response_schema(body.get("response_format")),
+        response_schema=schema,
+        schema_param=schema_param,
+        grammar=body.get("grammar"),
         n=body.get("n") or 1,
     )
     if body.get("reasoning_effort") == "none":
@@ -225,8 +237,11 @@ def parse_completion(body: dict[str, Any], engine: str | None) -> list[Completio
         prompts = [prompt]
     else:
         prompts = prompt
+    schema, schema_param = _response_schema(body)
     return [CompletionRequest(model=body["model"], prompt=p, sampling=sampling, engine=engine,
-                              n=n, echo=bool(body.get("echo"))) for p in prompts]
+                              n=n, echo=bool(body.get("echo")), response_schema=schema,
+                              schema_param=schema_param, grammar=body.get("grammar"))
+            for p in prompts]
 
 
 # ------------------------------------------------------------------------------------ encoding

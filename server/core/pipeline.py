@@ -20,9 +20,12 @@ from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
 from . import reasoning, template
+from . import schema as schemas
+from .budget import BudgetGuard
 from .errors import ContextTooLong, InvalidRequest, NotSupported
 from .runtime import Lease, Runtime
 from .stops import StopMatcher
+from .structured import Closer
 from .thinking import ThinkSplitter
 from .tools import (
     ForcedCall,
@@ -117,6 +120,22 @@ class Prompt:
 
 
 @dataclass
+class Structured:
+    """A JSON Schema the output must satisfy: as the request gave it (what the answer is
+    validated against) and in normal form (what the grammar and the closer work from)."""
+
+    original: dict
+    normalized: dict
+
+    @classmethod
+    def of(cls, schema: dict | None, param: str) -> Structured | None:
+        if schema is None:
+            return None
+        original = schema or {"type": "object"}
+        return cls(original, schemas.normalize(original, param))
+
+
+@dataclass
 class _Choice:
     """How one choice's text is post-processed."""
 
@@ -126,6 +145,7 @@ class _Choice:
     tools: list
     forced: ForcedCall | None
     logprobs: bool
+    structured: Structured | None = None
 
 
 # ------------------------------------------------------------------------------ prompts
@@ -201,7 +221,11 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
         model = lease.model
         prompt = build_prompt(model.info, req)
         tokens = tokenize_prompt(model, prompt.text)
-        schema = prompt.forced.schema if prompt.forced else req.response_schema
+        if prompt.forced:
+            structured = Structured.of(prompt.forced.schema, "tools")
+        else:
+            structured = Structured.of(req.response_schema, req.schema_param)
+        _check_grammar_fields(req.grammar, structured)
         choice = _Choice(
             stops=req.sampling.stop,
             split_thinking=True,
@@ -209,10 +233,12 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
             tools=[] if req.tool_choice.mode == "none" else req.tools,
             forced=prompt.forced,
             logprobs=req.sampling.logprobs is not None,
+            structured=structured,
         )
         if prompt.answer_prefix is not None:
-            return _start_thinking_first(runtime, lease, req, prompt, tokens, schema, choice)
-        return _start(runtime, lease, req.model, tokens, req.sampling, req.n, schema, choice)
+            return _start_thinking_first(runtime, lease, req, prompt, tokens, choice)
+        return _start(runtime, lease, req.model, tokens, req.sampling, req.n, choice,
+                      req.grammar)
     except BaseException:
         runtime.release(lease)
         raise
@@ -230,10 +256,12 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
             prompt_text = model.detokenize(tokens)
         if not tokens:
             raise InvalidRequest("prompt is empty", param="prompt")
+        structured = Structured.of(req.response_schema, req.schema_param)
+        _check_grammar_fields(req.grammar, structured)
         choice = _Choice(req.sampling.stop, False, False, [], None,
-                         req.sampling.logprobs is not None)
-        run = _start(runtime, lease, req.model, tokens, req.sampling, req.n,
-                     req.response_schema, choice)
+                         req.sampling.logprobs is not None, structured)
+        run = _start(runtime, lease, req.model, tokens, req.sampling, req.n, choice,
+                     req.grammar)
         if req.echo:
             run.events = EventStream(_echo(prompt_text, req.n, run.events), run.events.close)
         return run
@@ -246,13 +274,13 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
 
 
 def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prompt: Prompt,
-                          tokens: list[int], schema, choice: _Choice) -> Run:
+                          tokens: list[int], choice: _Choice) -> Run:
     """A budgeted thinking phase, then the answer conditioned on it (see reasoning.py)."""
     model = lease.model
     n_ctx = model.info.n_ctx
-    if schema is not None:  # compile the grammar now, so that a bad schema is still a 4xx
-        schema = schema or {"type": "object"}
-        model.prepare(GenerationJob(tokens, req.sampling, 1, schema))
+    schema = choice.structured.normalized if choice.structured else None
+    if schema is not None or req.grammar is not None:  # compile now: a bad one is still a 4xx
+        model.prepare(GenerationJob(tokens, req.sampling, 1, schema, grammar=req.grammar))
     think = _Choice([reasoning.CLOSE], False, False, [], None, False)
     answer = dataclasses.replace(choice, split_thinking=False)
     think_sampling = dataclasses.replace(req.sampling, stop=[], logprobs=None)
@@ -270,9 +298,13 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
         if limit <= 0:
             return (event for event in [ChoiceDone(i, "length")])
         job = GenerationJob(ids, req.sampling if is_answer else think_sampling, limit,
-                            schema if is_answer else None)
+                            schema if is_answer else None,
+                            grammar=req.grammar if is_answer else None)
+        if is_answer and choice.structured is not None:
+            _check_budget(model, choice.structured, limit)
         streams.append(model.generate(model.prepare(job)))
-        return _choice_events(i, streams[-1], answer if is_answer else think, usage)
+        return _choice_events(i, streams[-1], answer if is_answer else think, usage,
+                              _counter(model), limit)
 
     def thinking(i: int) -> tuple[Iterator[Event], Usage]:
         usage = Usage()
@@ -305,8 +337,33 @@ def _echo(text: str, n: int, events: Iterator[Event]) -> Iterator[Event]:
         yield event
 
 
+def _check_grammar_fields(grammar: str | None, structured: Structured | None) -> None:
+    if grammar is not None and structured is not None:
+        raise InvalidRequest("give either a grammar or a JSON schema (response_format, "
+                             "json_schema, a forced tool), not both", param="grammar")
+
+
+def _counter(model) -> Callable[[str], int]:
+    """Tokens a text costs in this model (for closings appended to structured output)."""
+    return lambda text: len(model.tokenize(text, add_special=False, parse_special=False))
+
+
+def _check_budget(model, structured: Structured, max_new: int) -> None:
+    """Refuse a budget in which not even the shortest valid answer fits."""
+    shortest = Closer(structured.original, structured.normalized).minimal()
+    if shortest is None:
+        return
+    cost = _counter(model)(shortest)
+    if cost > max_new:
+        raise InvalidRequest(
+            f"the token limit of {max_new} is too small for the requested JSON schema: its "
+            f"shortest valid answer, {shortest}, takes {cost} tokens; allow at least {cost} "
+            "(max_tokens, or Ollama's num_predict)",
+            param="max_tokens", min_tokens=cost)
+
+
 def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], sampling: Sampling,
-           n: int, schema, choice: _Choice) -> Run:
+           n: int, choice: _Choice, grammar: str | None = None) -> Run:
     model = lease.model
     n_ctx = model.info.n_ctx
     if sampling.context_limit:
@@ -315,13 +372,15 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
         raise ContextTooLong(len(tokens), n_ctx)
     room = n_ctx - len(tokens)
     max_new = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
-    if schema is not None and not schema:
-        schema = {"type": "object"}
+    schema = choice.structured.normalized if choice.structured else None
+    if choice.structured is not None and max_new > 0:
+        _check_budget(model, choice.structured, max_new)
     prepared = []
     for i in range(n):
         s = sampling if i == 0 or sampling.seed is None else dataclasses.replace(
             sampling, seed=sampling.seed + i)
-        prepared.append(model.prepare(GenerationJob(tokens, s, max_new, schema)))
+        prepared.append(model.prepare(GenerationJob(tokens, s, max_new, schema,
+                                                    grammar=grammar)))
     streams = []
     try:
         for job in prepared if max_new > 0 else []:
@@ -330,17 +389,18 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
         for stream in streams:
             stream.close()
         raise
-    events = _events(lease, streams, n, len(tokens), choice)
+    events = _events(lease, streams, n, len(tokens), choice, _counter(model), max_new)
     return Run(name, len(tokens), EventStream(events, _releaser(runtime, lease, streams)))
 
 
-def _events(lease: Lease, streams, n: int, n_prompt: int, choice: _Choice) -> Iterator[Event]:
+def _events(lease: Lease, streams, n: int, n_prompt: int, choice: _Choice,
+            count: Callable[[str], int], budget: int) -> Iterator[Event]:
     usage = Usage(prompt_tokens=n_prompt, load_seconds=lease.load_seconds)
     if not streams:
         for i in range(n):
             yield ChoiceDone(i, "length")
     for i, stream in enumerate(streams):
-        yield from _choice_events(i, stream, choice, usage)
+        yield from _choice_events(i, stream, choice, usage, count, budget)
     yield Done(usage)
 
 
@@ -352,36 +412,61 @@ def _logprob(token: Token) -> TokenLogprob:
     )
 
 
-def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Event]:
+def _choice_events(i: int, stream, choice: _Choice, usage: Usage,
+                   count: Callable[[str], int] | None = None,
+                   budget: int | None = None) -> Iterator[Event]:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     stopper = StopMatcher(choice.stops)
     post = _PostProcessor(i, choice)
+    guard = None
+    if choice.structured is not None and count is not None and budget is not None:
+        guard = BudgetGuard(Closer(choice.structured.original, choice.structured.normalized),
+                            budget, count)
     started = time.monotonic()
     first_token = 0.0
     n_tokens = 0
     stop_sequence = None
     reason = "length"
     timed_out = False
+    closed = False
+    emitted = 0  # characters of (guarded) text that passed the stop matcher
     for item in stream:
         if isinstance(item, GenerationEnd):
             usage.cached_tokens = max(usage.cached_tokens, item.cached_tokens)
-            if stop_sequence is None:
+            if stop_sequence is None and reason != "loop":
                 reason = "stop" if item.reason == "stop" else "length"
                 timed_out = item.reason == "timeout"
             break
-        if stop_sequence is not None:
-            continue  # tokens decoded after the stop matched, before the cancel took effect
+        if stop_sequence is not None or reason == "loop":
+            continue  # tokens decoded after the end was decided, before the cancel took effect
         n_tokens += 1
         if not first_token:
             first_token = time.monotonic()
         if choice.logprobs and item.logprob is not None:
             post.logprobs.append(_logprob(item))
-        text, stop_sequence = stopper.feed(decoder.decode(item.piece))
+        piece = decoder.decode(item.piece)
+        if guard is not None:
+            piece = guard.feed(piece)
+        text, stop_sequence = stopper.feed(piece)
+        emitted += len(text)
         yield from post.feed(text)
         if stop_sequence is not None:
             reason = "stop"
             stream.cancel()
-    if stop_sequence is None:
+        elif guard is not None and guard.looping:
+            reason = "loop"  # a degenerate loop: the document ends here, closed
+            stream.cancel()
+    if guard is not None:
+        tail = decoder.decode(b"", final=True)
+        if tail and stop_sequence is None:
+            guard.text += tail  # a last partial character: held like any unsafe text
+        ending = guard.cut(emitted) if stop_sequence is not None else guard.end()
+        held = stopper.flush() if stop_sequence is None else ""
+        yield from post.feed(held + ending.text)
+        n_tokens, closed = ending.tokens, ending.closed
+        if reason == "loop":
+            reason = "stop"
+    elif stop_sequence is None:
         yield from post.feed(decoder.decode(b"", final=True) + stopper.flush())
     yield from post.flush()
     now = time.monotonic()
@@ -390,7 +475,7 @@ def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Ev
     usage.generation_seconds += now - (first_token or now)
     if post.n_calls and reason == "stop":
         reason = "tool_calls"
-    yield ChoiceDone(i, reason, stop_sequence, timed_out)
+    yield ChoiceDone(i, reason, stop_sequence, timed_out, closed and reason == "length")
 
 
 class _PostProcessor:

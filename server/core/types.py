@@ -96,6 +96,10 @@ class ChatRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     #: A JSON Schema the answer must satisfy (grammar-constrained); {} = any JSON object.
     response_schema: dict[str, Any] | None = None
+    #: The request field that carried it, named in errors about it.
+    schema_param: str = "response_format"
+    #: A raw GBNF grammar the answer must follow (llama-server's `grammar` field).
+    grammar: str | None = None
     n: int = 1
     thinking: Thinking = field(default_factory=Thinking)
     keep_alive: float | None = None
@@ -112,6 +116,8 @@ class CompletionRequest:
     n: int = 1
     echo: bool = False
     response_schema: dict[str, Any] | None = None
+    schema_param: str = "response_format"
+    grammar: str | None = None
     keep_alive: float | None = None
 
 
@@ -189,6 +195,9 @@ class ChoiceDone:
     stop_sequence: str | None = None
     #: The server's request timeout ended it (finish_reason is then "length").
     timed_out: bool = False
+    #: The token budget ran out in structured output, and the server closed the JSON (so it
+    #: still parses and validates); finish_reason is "length".
+    closed: bool = False
 
 
 @dataclass

@@ -39,6 +39,8 @@ class GenerationJob:
     max_new_tokens: int
     #: JSON Schema the output must satisfy (the engine turns it into a grammar), or None.
     json_schema: dict[str, Any] | None = None
+    #: A GBNF grammar the output must follow (llama-server's `grammar` field), or None.
+    grammar: str | None = None
 
 
 @dataclass

@@ -19,7 +19,8 @@ from ..compute import ThreadBudget
 from . import faults
 from .backend import load_model_file
 from .embedding import Embedder
-from .sampling import free_sampler, make_sampler, schema_grammar
+from .grammar import schema_grammar
+from .sampling import check_grammar, free_sampler, make_sampler
 from .scheduler import QueueSink, Scheduler, Sequence, Sink
 from .settings import EngineSettings
 
@@ -202,6 +203,14 @@ class LlamaCppModel:
 
     def prepare(self, job: GenerationJob) -> PreparedJob:
         grammar = schema_grammar(job.json_schema) if job.json_schema is not None else None
+        if job.grammar is not None:
+            if grammar is not None:
+                from ...core.errors import InvalidRequest
+
+                raise InvalidRequest("give either a grammar or a JSON schema, not both",
+                                     param="grammar")
+            check_grammar(self._vocab, job.grammar)
+            grammar = job.grammar
         if len(job.prompt) >= self.info.n_ctx:
             raise ContextTooLong(len(job.prompt), self.info.n_ctx)
         return PreparedJob(job, grammar)
