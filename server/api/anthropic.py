@@ -353,6 +353,9 @@ def parse_messages(body: dict[str, Any], engine: str | None,
     for key in ("temperature", "top_p", "top_k"):
         if key in body:
             setattr(sampling, key, body[key])
+    sampling.explicit = frozenset({"max_tokens", *(k for k in ("temperature", "top_p", "top_k")
+                                                    if k in body),
+                                   *(["stop"] if sampling.stop else [])})
     req = _chat_request(body, engine, sampling, thinking, signer_)
     options = Options(thinking=bool(thinking.enabled), omit_thinking=omitted,
                       single_call=bool((body.get("tool_choice") or {})

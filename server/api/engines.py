@@ -26,7 +26,7 @@ from ..store.runner_config import (
     SWITCHES,
     RunnerConfig,
     go_duration,
-    parse_flags,
+    parse_runtime_flags,
     split_raw_flags,
 )
 from .models import plain_error, plain_http_error
@@ -165,16 +165,26 @@ def _merge(previous: RunnerConfig | None, body: dict[str, Any]) -> RunnerConfig:
         cfg.reasoning_budget = llamacpp["reasoning-budget"]
     if llamacpp.get("extra-buffers") is not None:
         cfg.extra_buffers = llamacpp["extra-buffers"]
-        cfg.runtime_flags = [f for f in cfg.runtime_flags if f not in SWITCHES]
+        cfg.runtime_flags = [f for f in cfg.runtime_flags
+                             if SWITCHES.get(f) != ("extra_buffers", "off")]
     return cfg
 
 
-def _check_flags(cfg: RunnerConfig) -> None:
-    options = parse_flags(cfg.runtime_flags)
+def _flag_notes(cfg: RunnerConfig) -> list[str]:
+    """What the flags will not do as written on this server (they are still accepted)."""
+    parsed = parse_runtime_flags(cfg.runtime_flags)
+    notes = []
     cores = current().settings.threads
-    if options.get("threads", 0) > cores:
-        raise InvalidRequest(f"runtime flag --threads: at most {cores} on this server (more "
-                             "threads than cores slows llama.cpp down)", param="runtime-flags")
+    for key, flag in (("threads", "--threads"), ("threads_batch", "--threads-batch")):
+        if parsed.engine.get(key, 0) > cores:
+            notes.append(f"{flag} {parsed.engine[key]}: this server runs llama.cpp on at most "
+                         f"{cores} threads (more than the cores slows it down); using {cores}")
+    engine = current().runtime.engines.get("llama.cpp")
+    gpus = engine.gpu_backends() if hasattr(engine, "gpu_backends") else []
+    if parsed.gpu and not gpus:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in parsed.gpu)
+        notes.append(f"{names}: no effect, this llama.cpp build has no GPU backend (CPU only)")
+    return notes
 
 
 def _preload(model_id: str) -> None:
@@ -200,7 +210,7 @@ def configure(engine: str | None = None):
     model = state.store.get(body["model"])
     configs = state.runtime.configs
     cfg = _merge(configs.get(model.id), body)
-    _check_flags(cfg)
+    notes = _flag_notes(cfg)
     loaded = [e for e in state.runtime.loaded() if e.stored.id == model.id]
     if any(e.in_use or e.model.busy() for e in loaded):
         raise Conflict("runner already active")
@@ -211,7 +221,9 @@ def configure(engine: str | None = None):
         if any(e.stored.id == model.id for e in state.runtime.loaded()):
             raise Conflict("runner already active")
     _preload(model.id)
-    return Response(status=202)
+    for note in notes:
+        log.info("configure %s: %s", model.name, note)
+    return Response("".join(f"note: {n}\n" for n in notes), status=202, mimetype="text/plain")
 
 
 @bp.get("/engines/_configure")

@@ -97,7 +97,11 @@ def list_models():
 
 @native.get("/models/<path:name>")
 def get_model(name: str):
-    return jsonify(native_json(_find(name)))
+    """The model, with the default request settings it carries (ours, beyond DMR's fields):
+    each default's value and where it comes from (store/model_defaults.py)."""
+    model = _find(name)
+    return jsonify({**native_json(model),
+                    "defaults": current().runtime.model_defaults(model).to_json()})
 
 
 @openai_models.get("/models")
@@ -107,7 +111,10 @@ def openai_list(engine: str | None = None):
 
 @openai_models.get("/models/<path:name>")
 def openai_get(name: str, engine: str | None = None):
-    return jsonify(openai_json(_find(name)))
+    model = _find(name)
+    out = openai_json(model)
+    out["dmr"]["defaults"] = current().runtime.model_defaults(model).defaults.values()
+    return jsonify(out)
 
 
 def register(app) -> None:

@@ -87,6 +87,12 @@ def sampling(options: dict[str, Any] | None) -> Sampling:
     s.seed = int(seed) if seed is not None and seed >= 0 else None
     stop = o.get("stop")
     s.stop = [stop] if isinstance(stop, str) else [x for x in stop or [] if x]
+    explicit = {key for key in (*_SAMPLING_KEYS, "repeat_last_n", "seed") if o.get(key) is not None}
+    if n is not None:  # even -1 / -2 ("until done") is the request's own choice
+        explicit.add("max_tokens")
+    if s.stop:
+        explicit.add("stop")
+    s.explicit = frozenset(explicit)
     return s
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
-from . import reasoning, template
+from . import defaults, reasoning, template
 from . import schema as schemas
 from .budget import BudgetGuard
 from .errors import ContextTooLong, InvalidRequest, NotSupported
@@ -170,7 +170,7 @@ def build_prompt(info: ModelInfo, req: ChatRequest) -> Prompt:
         else:
             messages = inject_into_system(messages, system_prompt_section(tools))
     prefill = ""
-    if messages[-1].role == "assistant" and not messages[-1].tool_calls:
+    if messages[-1].role == "assistant" and not messages[-1].tool_calls and req.prefill_assistant:
         prefill = messages[-1].content
         messages = messages[:-1]
     if not template.supports_tools(info.chat_template):
@@ -196,9 +196,23 @@ def tokenize_prompt(model, text: str) -> list[int]:
     return model.tokenize(text, add_special=add_bos, parse_special=True)
 
 
+def model_info(lease: Lease) -> ModelInfo:
+    """The loaded model's facts, with the chat template it was packaged with (a template
+    layer, `dmr package --chat-template` or Ollama's TEMPLATE) instead of the GGUF's own."""
+    info = lease.model.info
+    path = lease.stored.chat_template_path
+    if path is None:
+        return info
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return info
+    return dataclasses.replace(info, chat_template=text) if text.strip() else info
+
+
 def count_chat_tokens(runtime: Runtime, req: ChatRequest) -> int:
     with runtime.use(req.model, req.engine) as lease:
-        prompt = build_prompt(lease.model.info, _configured(runtime, lease, req))
+        prompt = build_prompt(model_info(lease), _configured(runtime, lease, req))
         return len(tokenize_prompt(lease.model, prompt.text))
 
 
@@ -206,12 +220,17 @@ def count_chat_tokens(runtime: Runtime, req: ChatRequest) -> int:
 
 
 def _configured(runtime: Runtime, lease: Lease, req: ChatRequest) -> ChatRequest:
-    """The request as the model's runner configuration shapes it (its reasoning budget)."""
+    """The request as the model shapes it: its default settings where the request has none
+    (core/defaults.py), and its runner configuration (reasoning budget, assistant prefill)."""
+    req = defaults.chat(req, runtime.model_defaults(lease.stored).defaults)
     config = runtime.configs.get(lease.stored.id) if runtime.configs else None
-    budget = config.reasoning_budget if config is not None else None
+    budget = config.reasoning() if config is not None else None
     thinking = reasoning.with_configured_budget(req.thinking, budget,
-                                                lease.model.info.chat_template)
-    return req if thinking == req.thinking else dataclasses.replace(req, thinking=thinking)
+                                                model_info(lease).chat_template)
+    prefill = config.prefill_assistant if config is not None else True
+    if thinking == req.thinking and prefill == req.prefill_assistant:
+        return req
+    return dataclasses.replace(req, thinking=thinking, prefill_assistant=prefill)
 
 
 def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
@@ -219,7 +238,7 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
     try:
         req = _configured(runtime, lease, req)
         model = lease.model
-        prompt = build_prompt(model.info, req)
+        prompt = build_prompt(model_info(lease), req)
         tokens = tokenize_prompt(model, prompt.text)
         if prompt.forced:
             structured = Structured.of(prompt.forced.schema, "tools")
@@ -247,6 +266,7 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
 def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
     lease = runtime.acquire(req.model, req.engine, req.keep_alive)
     try:
+        req = defaults.completion(req, runtime.model_defaults(lease.stored).defaults)
         model = lease.model
         if isinstance(req.prompt, str):
             tokens = tokenize_prompt(model, req.prompt)
@@ -315,7 +335,7 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
 
     def events() -> Iterator[Event]:
         usage = Usage(prompt_tokens=len(tokens), load_seconds=lease.load_seconds)
-        visible_start = reasoning.lead_in(model.info.chat_template)
+        visible_start = reasoning.lead_in(model_info(lease).chat_template)
         for i in range(req.n):
             think_events, think_usage = first if i == 0 else thinking(i)
             yield from reasoning.think_then_answer(

@@ -76,6 +76,9 @@ class Sampling:
     #: Tokens one request may occupy (prompt + generated) when lower than the loaded context;
     #: None = the loaded context (Ollama's options.num_ctx).
     context_limit: int | None = None
+    #: The fields the request itself set (a model's defaults never replace them); None when
+    #: the dialect does not say, then fields still at their default values count as unset.
+    explicit: frozenset[str] | None = None
 
 
 @dataclass
@@ -103,6 +106,9 @@ class ChatRequest:
     n: int = 1
     thinking: Thinking = field(default_factory=Thinking)
     keep_alive: float | None = None
+    #: A trailing assistant message is the start of the answer (continued); False treats it
+    #: as a finished turn (llama-server's --no-prefill-assistant).
+    prefill_assistant: bool = True
 
 
 @dataclass

@@ -26,6 +26,10 @@ from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
+_ROPE_SCALING = {"none": L.LLAMA_ROPE_SCALING_TYPE_NONE,
+                 "linear": L.LLAMA_ROPE_SCALING_TYPE_LINEAR,
+                 "yarn": L.LLAMA_ROPE_SCALING_TYPE_YARN}
+
 
 class _Stream:
     """Iterator over one in-process sequence's tokens; closing it cancels the sequence."""
@@ -65,7 +69,8 @@ class LlamaCppModel:
     def __init__(self, path: str, settings: EngineSettings, *, compute=None,
                  sink: Sink | None = None, on_probe=None):
         self._settings = settings
-        self._model = load_model_file(path, extra_buffers=settings.use_extra_buffers)
+        self._model = load_model_file(path, extra_buffers=settings.use_extra_buffers,
+                                      settings=settings)
         self._vocab = L.llama_model_get_vocab(self._model)
         self._pieces: dict[int, bytes] = {}
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
@@ -164,7 +169,13 @@ class LlamaCppModel:
         params.n_ubatch = params.n_batch
         params.n_seq_max = n_seq
         params.n_threads = self._settings.threads
-        params.n_threads_batch = self._settings.threads
+        params.n_threads_batch = self._settings.threads_batch or self._settings.threads
+        if self._settings.rope_scaling is not None:
+            params.rope_scaling_type = _ROPE_SCALING[self._settings.rope_scaling]
+        if self._settings.rope_freq_base:
+            params.rope_freq_base = self._settings.rope_freq_base
+        if self._settings.rope_freq_scale:
+            params.rope_freq_scale = self._settings.rope_freq_scale
         params.kv_unified = unified
         params.no_perf = True
         if embeddings:
