@@ -83,10 +83,20 @@ def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
     }
 
 
+#: Load settings /engines/ps shows (what a model's runtime flags became).
+_SHOWN_SETTINGS = ("parallel", "threads", "threads_batch", "n_batch", "mlock", "mmap",
+                   "rope_scaling", "rope_freq_base", "rope_freq_scale", "n_gpu_layers",
+                   "main_gpu", "split_mode")
+
+
 def _runner_fields(model: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if getattr(model, "pid", None):
         out["runner_pid"] = model.pid
+    settings = getattr(model, "settings", None) or getattr(model, "_settings", None)
+    if settings is not None:
+        out["settings"] = {k: getattr(settings, k) for k in _SHOWN_SETTINGS
+                           if hasattr(settings, k)}
     decision = getattr(model, "decision", None)
     if decision is not None:
         out["extra_buffers"] = decision.extra_buffers
@@ -187,6 +197,18 @@ def _flag_notes(cfg: RunnerConfig) -> list[str]:
     return notes
 
 
+#: The preload of each model's last configure: a new configure waits for it, else that
+#: load (with the old settings) could finish after the new configure's unload and stay.
+_preloads: dict[str, threading.Thread] = {}
+_PRELOAD_WAIT = 300.0
+
+
+def _wait_for_preload(model_id: str) -> None:
+    thread = _preloads.get(model_id)
+    if thread is not None:
+        thread.join(_PRELOAD_WAIT)
+
+
 def _preload(model_id: str) -> None:
     """Load the model with its new settings now, as DMR does after a configure."""
     runtime = current().runtime
@@ -197,7 +219,9 @@ def _preload(model_id: str) -> None:
         except Exception as exc:  # the next request will report it properly
             log.warning("preload of %s after configure failed: %s", model_id, exc)
 
-    threading.Thread(target=work, name="configure-preload", daemon=True).start()
+    thread = threading.Thread(target=work, name="configure-preload", daemon=True)
+    _preloads[model_id] = thread
+    thread.start()
 
 
 @bp.post("/engines/_configure")
@@ -211,6 +235,7 @@ def configure(engine: str | None = None):
     configs = state.runtime.configs
     cfg = _merge(configs.get(model.id), body)
     notes = _flag_notes(cfg)
+    _wait_for_preload(model.id)
     loaded = [e for e in state.runtime.loaded() if e.stored.id == model.id]
     if any(e.in_use or e.model.busy() for e in loaded):
         raise Conflict("runner already active")

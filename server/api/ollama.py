@@ -243,7 +243,7 @@ def show():
     stored = state.store.get(_model_param(body))
     defaults = state.runtime.model_defaults(stored).defaults
     return jsonify(models.show(stored, _context_size(stored), bool(body.get("verbose")),
-                               defaults))
+                               defaults, models.license_texts(state.store, stored)))
 
 
 @bp.get("/ps")

@@ -14,6 +14,7 @@ from typing import Any
 from ..core import template as chat_template
 from ..core.runtime import LoadedEntry
 from ..store import gguf
+from ..store.artifact import DMR_LICENSE
 from ..store.model_defaults import ModelDefaults, to_ollama
 from ..store.store import StoredModel
 from .ollama_codec import timestamp
@@ -108,13 +109,15 @@ def context_size(model: StoredModel, configured: int | None, server_default: int
 
 
 def show(model: StoredModel, n_ctx: int, verbose: bool = False,
-         defaults: ModelDefaults | None = None) -> dict[str, Any]:
+         defaults: ModelDefaults | None = None, licenses: list[str] | None = None
+         ) -> dict[str, Any]:
     """/api/show; `n_ctx` is the context the model has (or will have) when loaded, `defaults`
-    the request settings it gets when a request does not say."""
+    the request settings it gets when a request does not say, `licenses` the texts of its
+    license layers (else the GGUF's own license field)."""
     meta, n_params = _header(str(model.gguf_path))
     defaults = defaults or ModelDefaults()
     template = _template(model) or meta.get("tokenizer.chat_template") or ""
-    license_text = meta.get("general.license") or ""
+    license_text = "\n".join(licenses) if licenses else (meta.get("general.license") or "")
     out = {
         "license": license_text if isinstance(license_text, str) else "\n".join(license_text),
         "modelfile": _modelfile(model, n_ctx, defaults),
@@ -127,6 +130,18 @@ def show(model: StoredModel, n_ctx: int, verbose: bool = False,
     }
     if defaults.system:
         out["system"] = defaults.system
+    return out
+
+
+def license_texts(store, model: StoredModel) -> list[str]:
+    """The texts of a model's license layers (a `dmr package --license` or Ollama LICENSE)."""
+    out = []
+    for layer in store.manifest(model.id).layers:
+        if layer.media_type == DMR_LICENSE and layer.size < (1 << 20):
+            try:
+                out.append(store.blob_path(layer.digest).read_text(errors="replace"))
+            except OSError:
+                continue
     return out
 
 

@@ -257,10 +257,18 @@ class _Parser:
         return char_set(ranges, negated)
 
 
+def anchored_at_end(pattern: str) -> bool:
+    """Ends with a `$` that is not escaped (an even run of backslashes before it)."""
+    if not pattern.endswith("$"):
+        return False
+    run = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
+    return run % 2 == 0
+
+
 def parse(pattern: str) -> Node:
     """The tree of an anchored pattern (`^...$`; the anchors are optional here)."""
     body = pattern[1:] if pattern.startswith("^") else pattern
-    if body.endswith("$") and not body.endswith("\\$"):
+    if anchored_at_end(body):
         body = body[:-1]
     parser = _Parser(body)
     node = parser.alternation()

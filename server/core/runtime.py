@@ -211,7 +211,7 @@ class Runtime:
             flags = configured.model_defaults() if configured is not None else None
         except Exception:  # a config written by an older server: its flags load as they can
             flags = None
-        return model_defaults.for_model(stored.config, flags)
+        return model_defaults.for_model(stored.config, flags, str(stored.gguf_path))
 
     def release(self, lease: Lease) -> None:
         with self._lock:

@@ -255,7 +255,7 @@ def _anchored(pattern: Any, where: str, param: str) -> str:
                       "boundaries and lazy quantifiers cannot be turned into a grammar")
     body = pattern
     starts = body.startswith("^")
-    ends = body.endswith("$") and not body.endswith("\\$")
+    ends = regex.anchored_at_end(body)
     body = body[1 if starts else 0:len(body) - 1 if ends else len(body)]
     if "|" in body and not (starts and ends):
         body = f"({body})"
@@ -265,6 +265,29 @@ def _anchored(pattern: Any, where: str, param: str) -> str:
     except regex.RegexError as exc:
         raise _refuse("pattern", where, param, str(exc)) from exc
     return anchored
+
+
+def _tuple_form(node: Any) -> bool:
+    if isinstance(node, dict):
+        if isinstance(node.get("items"), list) or "additionalItems" in node:
+            return True
+        return any(_tuple_form(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_tuple_form(v) for v in node)
+    return False
+
+
+def validator_class(schema: Any):
+    """The jsonschema validator for a request's schema: its `$schema` when it names one;
+    else draft 7 for schemas written with tuple-form `items: [...]` (which draft 2020-12
+    spells `prefixItems`), else draft 2020-12."""
+    import jsonschema
+
+    if isinstance(schema, dict) and "$schema" in schema:
+        return jsonschema.validators.validator_for(schema)
+    if _tuple_form(schema):
+        return jsonschema.Draft7Validator
+    return jsonschema.Draft202012Validator
 
 
 def normalize(schema: dict[str, Any], param: str = "response_format") -> dict[str, Any]:

@@ -18,10 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from . import numbers, regex
-from .schema import FORMAT_PATTERNS
+from .schema import FORMAT_PATTERNS, validator_class
 
 _MAX_DEPTH = 24
 _MAX_COMBINATIONS = 16
@@ -530,7 +528,7 @@ class Closer:
     """Follows one structured output and says how to finish it validly at any point."""
 
     def __init__(self, original: dict[str, Any], normalized: dict[str, Any]):
-        self.validator = jsonschema.validators.validator_for(original)(original)
+        self.validator = validator_class(original)(original)
         self.view = SchemaView(normalized)
         self.state = JsonState(self.view, normalized)
         self.text = ""

@@ -21,9 +21,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from ..core.errors import InvalidRequest
+from .gguf import read_header
 
 #: Defaults that are sampling parameters (the names of core.types.Sampling's fields).
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "repeat_last_n",
@@ -220,10 +222,20 @@ def resolve(layers: list[tuple[str, ModelDefaults]]) -> Resolved:
     return Resolved(merged, sources)
 
 
-def for_model(config: dict[str, Any], configured: ModelDefaults | None = None) -> Resolved:
-    """A stored model's defaults, from its config (`gguf` metadata and `defaults`) and its
-    configured runtime flags."""
-    meta = config.get("gguf") or {}
+@lru_cache(maxsize=64)
+def _header(path: str) -> dict[str, Any]:
+    """GGUF metadata of a weights blob (content-addressed: a path's header never changes)."""
+    try:
+        return read_header(path)[0]
+    except Exception:  # a damaged file is reported when it loads, not here
+        return {}
+
+
+def for_model(config: dict[str, Any], configured: ModelDefaults | None = None,
+              gguf_path: str | None = None) -> Resolved:
+    """A stored model's defaults, from its config (`gguf` metadata and `defaults`; the file's
+    own header when the config carries no metadata) and its configured runtime flags."""
+    meta = config.get("gguf") or (_header(gguf_path) if gguf_path else {})
     try:
         carried = ModelDefaults.from_values(config.get("defaults") or {}, "defaults")
     except InvalidRequest:

@@ -10,7 +10,8 @@ allows:
   allows is written escaped, so the string never ends early or holds a raw line break;
 - arrays with `prefixItems` and `items` together, and `minItems`/`maxItems` everywhere;
 - string characters without raw control characters (the upstream rule lets the model write a
-  raw line break inside a string, which `json.loads` refuses).
+  raw line break inside a string, which `json.loads` refuses);
+- `{}` below the root as any value (upstream makes it an object).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, BuiltinRule
 
 from ...core import numbers, regex
 from ...core.errors import InvalidRequest
-from ...core.schema import FORMAT_PATTERNS
+from ...core.schema import ENFORCED, FORMAT_PATTERNS
 
 #: One JSON string character: anything but `"`, a backslash and control characters, or an
 #: escape sequence.
@@ -127,6 +128,10 @@ class _Converter(SchemaConverter):
         if "$ref" in schema or "anyOf" in schema or "oneOf" in schema or "const" in schema \
                 or "enum" in schema:
             return super().visit(schema, name)
+        if not any(key in ENFORCED for key in schema) and name:
+            # {} (or only annotations) is any value; upstream would make it an object
+            return self._add_rule(rule_name, self._add_primitive("value",
+                                                                 PRIMITIVE_RULES["value"]))
         if kind in ("integer", "number") and numbers.has_bounds(schema):
             try:
                 pattern = numbers.range_pattern(schema, kind == "integer")
@@ -179,4 +184,3 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     return converter.format_grammar()
 
 
-__all__ = ["schema_grammar", "render", "PRIMITIVE_RULES"]
