@@ -117,8 +117,7 @@ _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
                   "frequency_penalty", "repeat_penalty", "seed")
 
 
-def _sampling(body: dict[str, Any], max_tokens: int | None,
-              max_tokens_given: bool = True) -> Sampling:
+def _sampling(body: dict[str, Any], max_tokens: int | None) -> Sampling:
     s = Sampling(max_tokens=max_tokens)
     for key in _SAMPLING_KEYS:
         if body.get(key) is not None:
@@ -127,7 +126,7 @@ def _sampling(body: dict[str, Any], max_tokens: int | None,
     s.stop = [stop] if isinstance(stop, str) else list(stop or [])
     s.logit_bias = {int(k): float(v) for k, v in (body.get("logit_bias") or {}).items()}
     explicit = {key for key in _SAMPLING_KEYS if body.get(key) is not None}
-    if max_tokens is not None and max_tokens_given:
+    if max_tokens is not None:
         explicit.add("max_tokens")
     if s.stop:
         explicit.add("stop")
@@ -239,8 +238,8 @@ def parse_completion(body: dict[str, Any], engine: str | None) -> list[Completio
     n = body.get("n") or 1
     if body.get("best_of") not in (None, n):
         raise InvalidRequest("best_of must equal n (or be omitted)", param="best_of")
-    sampling = _sampling(body, 16 if body.get("max_tokens") is None else body["max_tokens"],
-                         body.get("max_tokens") is not None)
+    # 16 is the API's own default (not the model's): it counts as the request's choice.
+    sampling = _sampling(body, 16 if body.get("max_tokens") is None else body["max_tokens"])
     if body.get("logprobs") is not None:
         sampling.logprobs = body["logprobs"]
     prompt = body["prompt"]

@@ -2,7 +2,8 @@
 
 The defaults (store/model_defaults.py) fill the sampling fields a request left unset, a
 `max_tokens` when it set no limit, stop sequences when it gave none, and a system prompt when
-the conversation has none. Which fields a request set is what its dialect recorded in
+the conversation has none (repetition penalties are left out when a grammar constrains the
+answer). Which fields a request set is what its dialect recorded in
 `Sampling.explicit`; a dialect that records nothing gets defaults only for fields still at
 their dataclass default.
 """
@@ -15,6 +16,10 @@ from ..store.model_defaults import SAMPLING, ModelDefaults
 from .types import ChatRequest, CompletionRequest, Message, Sampling
 
 _PLAIN = Sampling()
+#: Defaults left out when a grammar constrains the answer: repetition penalties punish the
+#: quotes, colons and commas JSON repeats by nature (a JSON answer degrades into nonsense);
+#: in grammar mode the engine's DRY sampler breaks loops instead.
+_PENALTIES = ("repeat_penalty", "presence_penalty", "frequency_penalty", "repeat_last_n")
 
 
 def _unset(sampling: Sampling, name: str) -> bool:
@@ -23,9 +28,11 @@ def _unset(sampling: Sampling, name: str) -> bool:
     return getattr(sampling, name) == getattr(_PLAIN, name)
 
 
-def sampling(s: Sampling, defaults: ModelDefaults) -> Sampling:
+def sampling(s: Sampling, defaults: ModelDefaults, constrained: bool = False) -> Sampling:
     changes = {}
     for name in SAMPLING:
+        if constrained and name in _PENALTIES:
+            continue
         value = getattr(defaults, name)
         if value is not None and _unset(s, name):
             changes[name] = value
@@ -40,12 +47,15 @@ def chat(req: ChatRequest, defaults: ModelDefaults) -> ChatRequest:
     messages = req.messages
     if defaults.system and not any(m.role == "system" for m in messages):
         messages = [Message("system", defaults.system), *messages]
-    s = sampling(req.sampling, defaults)
+    constrained = (req.response_schema is not None or req.grammar is not None
+                   or (req.tools and req.tool_choice.mode in ("required", "function")))
+    s = sampling(req.sampling, defaults, bool(constrained))
     if s is req.sampling and messages is req.messages:
         return req
     return dataclasses.replace(req, sampling=s, messages=messages)
 
 
 def completion(req: CompletionRequest, defaults: ModelDefaults) -> CompletionRequest:
-    s = sampling(req.sampling, defaults)
+    s = sampling(req.sampling, defaults,
+                 req.response_schema is not None or req.grammar is not None)
     return req if s is req.sampling else dataclasses.replace(req, sampling=s)
