@@ -12,6 +12,9 @@ tokens reported (kept tokens plus the closing's) never exceed the budget.
 Most of the time every point is safe and nothing is held: a closing of n bytes costs at most
 n tokens, so the tokenizer is asked only when the budget is close. The guard also notices a
 degenerate loop (the same few items over and over) and ends the document there.
+
+Before generating, `check_budget` refuses a budget in which not even the schema's shortest
+valid answer fits (a 400 that says how many tokens it needs).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import schema as schemas
+from .errors import InvalidRequest
 from .structured import Closer, JsonStateError
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,47 @@ class Ending:
     tokens: int
     #: The guard closed the document (it was not finished by the model).
     closed: bool
+
+
+@dataclass
+class Structured:
+    """A JSON Schema the output must satisfy: as the request gave it (what the answer is
+    validated against) and in normal form (what the grammar and the closer work from)."""
+
+    original: dict
+    normalized: dict
+
+    @classmethod
+    def of(cls, schema: dict | None, param: str) -> Structured | None:
+        if schema is None:
+            return None
+        original = schema or {"type": "object"}
+        return cls(original, schemas.normalize(original, param))
+
+
+def check_grammar_fields(grammar: str | None, structured: Structured | None) -> None:
+    if grammar is not None and structured is not None:
+        raise InvalidRequest("give either a grammar or a JSON schema (response_format, "
+                             "json_schema, a forced tool), not both", param="grammar")
+
+
+def counter(model) -> Callable[[str], int]:
+    """Tokens a text costs in this model (for closings appended to structured output)."""
+    return lambda text: len(model.tokenize(text, add_special=False, parse_special=False))
+
+
+def check_budget(model, structured: Structured, max_new: int) -> None:
+    """Refuse a budget in which not even the shortest valid answer fits."""
+    shortest = Closer(structured.original, structured.normalized).minimal()
+    if shortest is None:
+        return
+    cost = counter(model)(shortest)
+    if cost > max_new:
+        raise InvalidRequest(
+            f"the token limit of {max_new} is too small for the requested JSON schema: its "
+            f"shortest valid answer, {shortest}, takes {cost} tokens; allow at least {cost} "
+            "(max_tokens, or Ollama's num_predict)",
+            param="max_tokens", min_tokens=cost)
 
 
 class BudgetGuard:

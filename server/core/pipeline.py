@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
 from . import defaults, reasoning, template
-from . import schema as schemas
-from .budget import BudgetGuard
+from .budget import BudgetGuard, Structured, check_budget, check_grammar_fields, counter
 from .errors import ContextTooLong, InvalidRequest, NotSupported
 from .runtime import Lease, Runtime
 from .stops import StopMatcher
@@ -117,22 +116,6 @@ class Prompt:
     think_started: bool
     #: Set when thinking comes first (reasoning.py): what starts the answer after it.
     answer_prefix: str | None = None
-
-
-@dataclass
-class Structured:
-    """A JSON Schema the output must satisfy: as the request gave it (what the answer is
-    validated against) and in normal form (what the grammar and the closer work from)."""
-
-    original: dict
-    normalized: dict
-
-    @classmethod
-    def of(cls, schema: dict | None, param: str) -> Structured | None:
-        if schema is None:
-            return None
-        original = schema or {"type": "object"}
-        return cls(original, schemas.normalize(original, param))
 
 
 @dataclass
@@ -244,7 +227,7 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
             structured = Structured.of(prompt.forced.schema, "tools")
         else:
             structured = Structured.of(req.response_schema, req.schema_param)
-        _check_grammar_fields(req.grammar, structured)
+        check_grammar_fields(req.grammar, structured)
         choice = _Choice(
             stops=req.sampling.stop,
             split_thinking=True,
@@ -277,7 +260,7 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
         if not tokens:
             raise InvalidRequest("prompt is empty", param="prompt")
         structured = Structured.of(req.response_schema, req.schema_param)
-        _check_grammar_fields(req.grammar, structured)
+        check_grammar_fields(req.grammar, structured)
         choice = _Choice(req.sampling.stop, False, False, [], None,
                          req.sampling.logprobs is not None, structured)
         run = _start(runtime, lease, req.model, tokens, req.sampling, req.n, choice,
@@ -321,10 +304,10 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
                             schema if is_answer else None,
                             grammar=req.grammar if is_answer else None)
         if is_answer and choice.structured is not None:
-            _check_budget(model, choice.structured, limit)
+            check_budget(model, choice.structured, limit)
         streams.append(model.generate(model.prepare(job)))
         return _choice_events(i, streams[-1], answer if is_answer else think, usage,
-                              _counter(model), limit)
+                              counter(model), limit)
 
     def thinking(i: int) -> tuple[Iterator[Event], Usage]:
         usage = Usage()
@@ -357,31 +340,6 @@ def _echo(text: str, n: int, events: Iterator[Event]) -> Iterator[Event]:
         yield event
 
 
-def _check_grammar_fields(grammar: str | None, structured: Structured | None) -> None:
-    if grammar is not None and structured is not None:
-        raise InvalidRequest("give either a grammar or a JSON schema (response_format, "
-                             "json_schema, a forced tool), not both", param="grammar")
-
-
-def _counter(model) -> Callable[[str], int]:
-    """Tokens a text costs in this model (for closings appended to structured output)."""
-    return lambda text: len(model.tokenize(text, add_special=False, parse_special=False))
-
-
-def _check_budget(model, structured: Structured, max_new: int) -> None:
-    """Refuse a budget in which not even the shortest valid answer fits."""
-    shortest = Closer(structured.original, structured.normalized).minimal()
-    if shortest is None:
-        return
-    cost = _counter(model)(shortest)
-    if cost > max_new:
-        raise InvalidRequest(
-            f"the token limit of {max_new} is too small for the requested JSON schema: its "
-            f"shortest valid answer, {shortest}, takes {cost} tokens; allow at least {cost} "
-            "(max_tokens, or Ollama's num_predict)",
-            param="max_tokens", min_tokens=cost)
-
-
 def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], sampling: Sampling,
            n: int, choice: _Choice, grammar: str | None = None) -> Run:
     model = lease.model
@@ -394,7 +352,7 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
     max_new = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
     schema = choice.structured.normalized if choice.structured else None
     if choice.structured is not None and max_new > 0:
-        _check_budget(model, choice.structured, max_new)
+        check_budget(model, choice.structured, max_new)
     prepared = []
     for i in range(n):
         s = sampling if i == 0 or sampling.seed is None else dataclasses.replace(
@@ -409,7 +367,7 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
         for stream in streams:
             stream.close()
         raise
-    events = _events(lease, streams, n, len(tokens), choice, _counter(model), max_new)
+    events = _events(lease, streams, n, len(tokens), choice, counter(model), max_new)
     return Run(name, len(tokens), EventStream(events, _releaser(runtime, lease, streams)))
 
 
