@@ -191,9 +191,25 @@ def _add_client_commands(sub) -> None:
     command("version", c.version, "client and server versions", json_flag=True)
 
 
+def _joined_flag_values(argv: list[str]) -> list[str]:
+    """`--runtime-flag --temp` as `--runtime-flag=--temp`: argparse would take a value that
+    starts with "-" for an option of its own, and DMR documents exactly this form."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--runtime-flag" and i + 1 < len(argv):
+            out.append(f"--runtime-flag={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from .client import ClientError
 
+    argv = _joined_flag_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

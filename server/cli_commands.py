@@ -304,7 +304,10 @@ def configure(args: argparse.Namespace) -> int:
     if len(body) == 1:
         raise ClientError("nothing to configure: give --context-size, --runtime-flag, "
                           "--keep-alive, --reasoning-budget or --extra-buffers")
-    client.configure(body)
+    notes = client.configure(body)
+    for line in notes.splitlines():
+        if line.strip():
+            print(line, file=sys.stderr)
     print(f"Configured {model}")
     return 0
 

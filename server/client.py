@@ -185,8 +185,9 @@ class Client:
         return self._json("POST", "/engines/unload",
                           json={"all": all_models, "models": models, "backend": backend or ""})
 
-    def configure(self, body: dict[str, Any]) -> None:
-        self._request("POST", "/engines/_configure", json=body, ok=(200, 202))
+    def configure(self, body: dict[str, Any]) -> str:
+        """Configure a model; returns the server's notes (flags with no effect here)."""
+        return self._request("POST", "/engines/_configure", json=body, ok=(200, 202)).text
 
     def configuration(self, model: str | None = None) -> list[dict[str, Any]]:
         return self._json("GET", "/engines/_configure",

@@ -340,6 +340,7 @@ def _chat_request(body: dict[str, Any], engine: str | None, sampling: Sampling,
         tools=_tools(body),
         tool_choice=_tool_choice(body),
         response_schema=_response_schema(body),
+        schema_param="output_config.format",
         thinking=thinking,
     )
 
@@ -354,6 +355,9 @@ def parse_messages(body: dict[str, Any], engine: str | None,
     for key in ("temperature", "top_p", "top_k"):
         if key in body:
             setattr(sampling, key, body[key])
+    sampling.explicit = frozenset({"max_tokens", *(k for k in ("temperature", "top_p", "top_k")
+                                                    if k in body),
+                                   *(["stop"] if sampling.stop else [])})
     req = _chat_request(body, engine, sampling, thinking, signer_)
     options = Options(thinking=bool(thinking.enabled), omit_thinking=omitted,
                       single_call=bool((body.get("tool_choice") or {})
@@ -405,6 +409,7 @@ class Blocks:
         self.answered = False  # a text or tool_use block was started
         self.finish_reason = "stop"
         self.timed_out = False
+        self.closed = False
         self.stop_sequence: str | None = None
         self.usage = Usage()
 
@@ -437,6 +442,7 @@ class Blocks:
         elif isinstance(event, ChoiceDone):
             self.finish_reason, self.stop_sequence = event.finish_reason, event.stop_sequence
             self.timed_out = event.timed_out
+            self.closed = event.closed
         elif isinstance(event, Done):
             self.usage = event.usage
 
@@ -452,7 +458,7 @@ class Blocks:
             return "stop_sequence"
         if self.finish_reason == "length":
             limit = self.options.max_tokens
-            if self.timed_out:  # the server's time limit, the closest thing to max_tokens
+            if self.timed_out or self.closed:  # the time limit, or JSON closed at the budget
                 return "max_tokens"
             if limit is not None and self.usage.completion_tokens < limit:
                 return "model_context_window_exceeded"

@@ -26,7 +26,7 @@ from ..store.runner_config import (
     SWITCHES,
     RunnerConfig,
     go_duration,
-    parse_flags,
+    parse_runtime_flags,
     split_raw_flags,
 )
 from . import remote
@@ -91,10 +91,20 @@ def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
     }
 
 
+#: Load settings /engines/ps shows (what a model's runtime flags became).
+_SHOWN_SETTINGS = ("parallel", "threads", "threads_batch", "n_batch", "mlock", "mmap",
+                   "rope_scaling", "rope_freq_base", "rope_freq_scale", "n_gpu_layers",
+                   "main_gpu", "split_mode")
+
+
 def _runner_fields(model: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if getattr(model, "pid", None):
         out["runner_pid"] = model.pid
+    settings = getattr(model, "settings", None) or getattr(model, "_settings", None)
+    if settings is not None:
+        out["settings"] = {k: getattr(settings, k) for k in _SHOWN_SETTINGS
+                           if hasattr(settings, k)}
     decision = getattr(model, "decision", None)
     if decision is not None:
         out["extra_buffers"] = decision.extra_buffers
@@ -173,16 +183,38 @@ def _merge(previous: RunnerConfig | None, body: dict[str, Any]) -> RunnerConfig:
         cfg.reasoning_budget = llamacpp["reasoning-budget"]
     if llamacpp.get("extra-buffers") is not None:
         cfg.extra_buffers = llamacpp["extra-buffers"]
-        cfg.runtime_flags = [f for f in cfg.runtime_flags if f not in SWITCHES]
+        cfg.runtime_flags = [f for f in cfg.runtime_flags
+                             if SWITCHES.get(f) != ("extra_buffers", "off")]
     return cfg
 
 
-def _check_flags(cfg: RunnerConfig) -> None:
-    options = parse_flags(cfg.runtime_flags)
+def _flag_notes(cfg: RunnerConfig) -> list[str]:
+    """What the flags will not do as written on this server (they are still accepted)."""
+    parsed = parse_runtime_flags(cfg.runtime_flags)
+    notes = []
     cores = current().settings.threads
-    if options.get("threads", 0) > cores:
-        raise InvalidRequest(f"runtime flag --threads: at most {cores} on this server (more "
-                             "threads than cores slows llama.cpp down)", param="runtime-flags")
+    for key, flag in (("threads", "--threads"), ("threads_batch", "--threads-batch")):
+        if parsed.engine.get(key, 0) > cores:
+            notes.append(f"{flag} {parsed.engine[key]}: this server runs llama.cpp on at most "
+                         f"{cores} threads (more than the cores slows it down); using {cores}")
+    engine = current().runtime.engines.get("llama.cpp")
+    gpus = engine.gpu_backends() if hasattr(engine, "gpu_backends") else []
+    if parsed.gpu and not gpus:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in parsed.gpu)
+        notes.append(f"{names}: no effect, this llama.cpp build has no GPU backend (CPU only)")
+    return notes
+
+
+#: The preload of each model's last configure: a new configure waits for it, else that
+#: load (with the old settings) could finish after the new configure's unload and stay.
+_preloads: dict[str, threading.Thread] = {}
+_PRELOAD_WAIT = 300.0
+
+
+def _wait_for_preload(model_id: str) -> None:
+    thread = _preloads.get(model_id)
+    if thread is not None:
+        thread.join(_PRELOAD_WAIT)
 
 
 def _preload(model_id: str) -> None:
@@ -195,7 +227,9 @@ def _preload(model_id: str) -> None:
         except Exception as exc:  # the next request will report it properly
             log.warning("preload of %s after configure failed: %s", model_id, exc)
 
-    threading.Thread(target=work, name="configure-preload", daemon=True).start()
+    thread = threading.Thread(target=work, name="configure-preload", daemon=True)
+    _preloads[model_id] = thread
+    thread.start()
 
 
 @bp.post("/engines/_configure")
@@ -210,7 +244,8 @@ def configure(engine: str | None = None):
     model = state.store.get(body["model"])
     configs = state.runtime.configs
     cfg = _merge(configs.get(model.id), body)
-    _check_flags(cfg)
+    notes = _flag_notes(cfg)
+    _wait_for_preload(model.id)
     loaded = [e for e in state.runtime.loaded() if e.stored.id == model.id]
     if any(e.in_use or e.model.busy() for e in loaded):
         raise Conflict("runner already active")
@@ -221,7 +256,9 @@ def configure(engine: str | None = None):
         if any(e.stored.id == model.id for e in state.runtime.loaded()):
             raise Conflict("runner already active")
     _preload(model.id)
-    return Response(status=202)
+    for note in notes:
+        log.info("configure %s: %s", model.name, note)
+    return Response("".join(f"note: {n}\n" for n in notes), status=202, mimetype="text/plain")
 
 
 @bp.get("/engines/_configure")

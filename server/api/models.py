@@ -100,12 +100,12 @@ def list_models():
 
 @native.get("/models/<path:name>")
 def get_model(name: str):
-    """A model: DMR's JSON, plus the chat format detected from its template.
-
-    The chat format is an extension: the tool-call and reasoning syntax the server reads
-    (docs/models.md)."""
+    """A model: DMR's JSON, plus (ours) the chat format detected from its template (the
+    tool-call and reasoning syntax the server reads, docs/models.md) and the default request
+    settings it carries, each with where it comes from (store/model_defaults.py)."""
     model = _find(name)
-    body = native_json(model)
+    body = {**native_json(model),
+            "defaults": current().runtime.model_defaults(model).to_json()}
     try:
         body["chat_format"] = describe(ollama_models.chat_template(model))
     except (OSError, ValueError):  # an unreadable GGUF header: inspect still answers
@@ -123,7 +123,12 @@ def openai_list(engine: str | None = None):
 @openai_models.get("/models/<path:name>")
 def openai_get(name: str, engine: str | None = None):
     found = remote.openai_model(current().runtime, name)
-    return found if found is not None else jsonify(openai_json(_find(name)))
+    if found is not None:
+        return found
+    model = _find(name)
+    out = openai_json(model)
+    out["dmr"]["defaults"] = current().runtime.model_defaults(model).defaults.values()
+    return jsonify(out)
 
 
 def register(app) -> None:

@@ -1,5 +1,5 @@
 """The Ollama dialect: /api/chat, generate, embed, embeddings, tags, show, ps, pull, copy,
-delete, version.
+delete, version (and create, push, blobs: ollama_create.py).
 
 Streams are NDJSON (one object per line, on by default); errors are {"error": "..."} with
 Ollama's statuses, and an error after the stream started is one more {"error": ...} line.
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
@@ -252,8 +252,11 @@ def _context_size(stored: StoredModel) -> int:
 def show():
     body = json_body()
     validate("ollama_model_ref", body)
-    stored = current().store.get(_model_param(body))
-    return jsonify(models.show(stored, _context_size(stored), bool(body.get("verbose"))))
+    state = current()
+    stored = state.store.get(_model_param(body))
+    defaults = state.runtime.model_defaults(stored).defaults
+    return jsonify(models.show(stored, _context_size(stored), bool(body.get("verbose")),
+                               defaults, models.license_texts(state.store, stored)))
 
 
 @bp.get("/ps")
@@ -345,16 +348,7 @@ def _pull_lines(store, name: str, events: Iterator[PullEvent],
             close()
 
 
-@bp.route("/create", methods=["POST"])
-@bp.route("/push", methods=["POST"])
-@bp.route("/blobs/<digest>", methods=["HEAD", "POST"])
-def unsupported(digest: str | None = None):
-    """Building models from Modelfiles and pushing are Ollama-only; say so clearly."""
-    response = jsonify({"error": f"{request.path} is not supported by this server; import GGUF "
-                                 "models with `dmr pull` or `dmr package`"})
-    response.status_code = 501
-    return response
-
-
 def register(app) -> None:
+    from . import ollama_create  # noqa: F401  (its routes join this blueprint)
+
     app.register_blueprint(bp)

@@ -87,6 +87,12 @@ def sampling(options: dict[str, Any] | None) -> Sampling:
     s.seed = int(seed) if seed is not None and seed >= 0 else None
     stop = o.get("stop")
     s.stop = [stop] if isinstance(stop, str) else [x for x in stop or [] if x]
+    explicit = {key for key in (*_SAMPLING_KEYS, "repeat_last_n", "seed") if o.get(key) is not None}
+    if n is not None:  # even -1 / -2 ("until done") is the request's own choice
+        explicit.add("max_tokens")
+    if s.stop:
+        explicit.add("stop")
+    s.explicit = frozenset(explicit)
     return s
 
 
@@ -180,6 +186,7 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
         sampling=s,
         tools=tools(body.get("tools")),
         response_schema=response_schema(body.get("format")),
+        schema_param="format",
         keep_alive=keep_alive(body.get("keep_alive")),
     )
     _think(req, body.get("think"))
@@ -209,11 +216,11 @@ def generate_request(body: dict[str, Any]) -> ChatRequest | CompletionRequest:
             raise NotSupported("images need a vision model and are not supported with raw "
                                "prompts", param="images")
         return CompletionRequest(model=body["model"], prompt=body["prompt"], sampling=s,
-                                 response_schema=schema, keep_alive=ttl)
+                                 response_schema=schema, schema_param="format", keep_alive=ttl)
     messages = [Message("system", body["system"])] if body.get("system") else []
     messages.append(Message("user", body["prompt"], images=images(body.get("images"), "images")))
     req = ChatRequest(model=body["model"], messages=messages, sampling=s,
-                      response_schema=schema, keep_alive=ttl)
+                      response_schema=schema, schema_param="format", keep_alive=ttl)
     _think(req, body.get("think"))
     return req
 

@@ -114,15 +114,24 @@ def _unexpected(exc: Exception):
 # ------------------------------------------------------------------------------------ requests
 
 
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
+                  "frequency_penalty", "repeat_penalty", "seed")
+
+
 def _sampling(body: dict[str, Any], max_tokens: int | None) -> Sampling:
     s = Sampling(max_tokens=max_tokens)
-    for key in ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
-                "frequency_penalty", "repeat_penalty", "seed"):
+    for key in _SAMPLING_KEYS:
         if body.get(key) is not None:
             setattr(s, key, body[key])
     stop = body.get("stop")
     s.stop = [stop] if isinstance(stop, str) else list(stop or [])
     s.logit_bias = {int(k): float(v) for k, v in (body.get("logit_bias") or {}).items()}
+    explicit = {key for key in _SAMPLING_KEYS if body.get(key) is not None}
+    if max_tokens is not None:
+        explicit.add("max_tokens")
+    if s.stop:
+        explicit.add("stop")
+    s.explicit = frozenset(explicit)
     return s
 
 
@@ -169,15 +178,24 @@ def _tool_choice(raw: Any) -> ToolChoice:
     return ToolChoice("function", raw["function"]["name"])
 
 
-def _response_schema(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+def _response_schema(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(the JSON Schema the answer must satisfy, the field that gave it): response_format,
+    or llama-server's top-level json_schema."""
+    raw = body.get("response_format")
+    if body.get("json_schema") is not None:
+        if raw and raw["type"] != "text":
+            raise InvalidRequest("give response_format or json_schema, not both",
+                                 param="json_schema")
+        check_json_schema(body["json_schema"], "json_schema")
+        return body["json_schema"], "json_schema"
     if not raw or raw["type"] == "text":
-        return None
+        return None, "response_format"
     if raw["type"] == "json_object":
         schema = raw.get("schema") or {}
     else:
         schema = raw["json_schema"].get("schema") or {}
     check_json_schema(schema, "response_format")
-    return schema
+    return schema, "response_format"
 
 
 def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
@@ -194,6 +212,7 @@ def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
         params = fn.get("parameters") or {"type": "object", "properties": {}}
         check_json_schema(params, f"tools[{i}].function.parameters")
         tools.append(Tool(fn["name"], fn.get("description") or "", params))
+    schema, schema_param = _response_schema(body)
     req = ChatRequest(
         model=body["model"],
         engine=engine,
@@ -201,7 +220,9 @@ def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
         sampling=sampling,
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice")),
-        response_schema=_response_schema(body.get("response_format")),
+        response_schema=schema,
+        schema_param=schema_param,
+        grammar=body.get("grammar"),
         n=body.get("n") or 1,
     )
     effort = body.get("reasoning_effort")
@@ -221,6 +242,7 @@ def parse_completion(body: dict[str, Any], engine: str | None) -> list[Completio
     n = body.get("n") or 1
     if body.get("best_of") not in (None, n):
         raise InvalidRequest("best_of must equal n (or be omitted)", param="best_of")
+    # 16 is the API's own default (not the model's): it counts as the request's choice.
     sampling = _sampling(body, 16 if body.get("max_tokens") is None else body["max_tokens"])
     if body.get("logprobs") is not None:
         sampling.logprobs = body["logprobs"]
@@ -229,8 +251,11 @@ def parse_completion(body: dict[str, Any], engine: str | None) -> list[Completio
         prompts = [prompt]
     else:
         prompts = prompt
+    schema, schema_param = _response_schema(body)
     return [CompletionRequest(model=body["model"], prompt=p, sampling=sampling, engine=engine,
-                              n=n, echo=bool(body.get("echo"))) for p in prompts]
+                              n=n, echo=bool(body.get("echo")), response_schema=schema,
+                              schema_param=schema_param, grammar=body.get("grammar"))
+            for p in prompts]
 
 
 # ------------------------------------------------------------------------------------ encoding

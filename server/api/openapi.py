@@ -41,6 +41,8 @@ SCHEMAS = {
     "ollama.copy": "ollama_copy",
     "ollama.delete": "ollama_model_ref",
     "ollama.pull": "ollama_model_ref",
+    "ollama_create.create": "ollama_create",
+    "ollama_create.push": "ollama_model_ref",
     "engines.unload": "dmr_unload",
     "engines.configure": "dmr_configure",
     "models.create_model": "dmr_create",
@@ -219,7 +221,7 @@ def _responses(dialect: str, view: str, method: str, path_params: bool) -> dict[
     if view in STREAMING:
         ok[STREAMS[dialect]] = {}
     if view in ("models.load_model", "models.create_model", "models.push_model",
-                "ollama.pull"):
+                "ollama.pull", "ollama_create.create", "ollama_create.push"):
         ok = {"application/json": {}, "text/plain": {}, "application/x-ndjson": {}}
     if view == "metrics.metrics":
         ok = {"text/plain": {}}  # Prometheus' text exposition format
@@ -238,12 +240,14 @@ def _responses(dialect: str, view: str, method: str, path_params: bool) -> dict[
         out["200"]["description"] = f"OK: one JSON object, or a stream ({STREAMS[dialect]}) {when}"
     if view == "models.tag_model":
         out = {"201": {"description": "Created", "content": ok}}
-    if view == "engines.configure":  # DMR accepts with an empty 202
-        out = {"202": {"description": "Accepted"}}
+    if view == "engines.configure":  # DMR accepts with a 202 (ours lists any notes)
+        out = {"202": {"description": "Accepted", "content": {"text/plain": {}}}}
+    if view == "ollama_create.blob_upload":
+        out = {"201": {"description": "Stored"}}
+    if view == "ollama_create.blob_exists":
+        out = {"200": {"description": "Present"}, "404": {"description": "Absent"}}
     error = {"$ref": f"#/components/responses/{_ERROR_RESPONSE[dialect]}"}
     statuses = _ERROR_STATUSES[dialect]
-    if view == "ollama.unsupported":  # Modelfile builds and pushes: always Not Implemented
-        out, statuses = {}, (501,)
     if view in ("ollama.delete", "ollama.copy"):  # Ollama answers a bare 200
         out = {"200": {"description": "Deleted" if view == "ollama.delete" else "Copied"}}
     if method == "GET":

@@ -214,11 +214,15 @@ def thinking_of(body: dict[str, Any]) -> Thinking:
 
 def sampling_of(body: dict[str, Any]) -> Sampling:
     sampling = Sampling(max_tokens=body.get("max_output_tokens"))
+    explicit = {"max_tokens"} if body.get("max_output_tokens") is not None else set()
     for key in ("temperature", "top_p", "seed"):
         if body.get(key) is not None:
             setattr(sampling, key, body[key])
+            explicit.add(key)
     if "message.output_text.logprobs" in (body.get("include") or []):
         sampling.logprobs = body.get("top_logprobs") or 0
+    # What the request set; a model's defaults fill in the rest (core/defaults.py).
+    sampling.explicit = frozenset(explicit)
     return sampling
 
 

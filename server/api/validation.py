@@ -19,6 +19,7 @@ from referencing import Registry, Resource
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..core.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+from ..core.schema import validator_class
 
 SCHEMA_DIR = resources.files(__package__) / "schemas"
 
@@ -153,7 +154,7 @@ def json_body() -> dict[str, Any]:
 def check_json_schema(schema: Any, param: str) -> None:
     """A user-supplied JSON Schema (response_format, tool parameters) must itself be valid."""
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        validator_class(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise InvalidRequest(f"{param} is not a valid JSON Schema: {exc.message}",
                              param=param) from exc

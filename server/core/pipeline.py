@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
-from . import reasoning, test_hooks
+from . import defaults, reasoning, test_hooks
+from .budget import BudgetGuard, Structured, check_budget, check_grammar_fields, counter
 from .errors import ContextTooLong, InvalidRequest
 from .postprocess import Choice as _Choice
 from .postprocess import PostProcessor as _PostProcessor
 from .prompting import Prompt, build_prompt
 from .runtime import Lease, Runtime
 from .stops import StopMatcher
+from .structured import Closer
 from .types import (
     ChatRequest,
     ChoiceDone,
@@ -119,12 +121,17 @@ def count_chat_tokens(runtime: Runtime, req: ChatRequest) -> int:
 
 
 def _configured(runtime: Runtime, lease: Lease, req: ChatRequest) -> ChatRequest:
-    """The request as the model's runner configuration shapes it (its reasoning budget)."""
+    """The request as the model shapes it: its default settings where the request has none
+    (core/defaults.py), and its runner configuration (reasoning budget, assistant prefill)."""
+    req = defaults.chat(req, runtime.model_defaults(lease.stored).defaults)
     config = runtime.configs.get(lease.stored.id) if runtime.configs else None
-    budget = config.reasoning_budget if config is not None else None
+    budget = config.reasoning() if config is not None else None
     thinking = reasoning.with_configured_budget(req.thinking, budget,
                                                 lease.chat_template(req.tools))
-    return req if thinking == req.thinking else dataclasses.replace(req, thinking=thinking)
+    prefill = config.prefill_assistant if config is not None else True
+    if thinking == req.thinking and prefill == req.prefill_assistant:
+        return req
+    return dataclasses.replace(req, thinking=thinking, prefill_assistant=prefill)
 
 
 def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
@@ -136,10 +143,18 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
         prompt = build_prompt(model.info, req, source)
         tokens = tokenize_prompt(model, prompt.text)
         forced = prompt.forced
-        schema = forced.schema if forced else req.response_schema
-        grammar = forced.grammar if forced else None
+        # JSON output (a forced call's arguments, or response_format) closes within the
+        # budget (budget.py); a forced call in a native syntax of its own has a grammar.
+        if forced is not None:
+            structured = Structured.of(forced.schema, "tools") if forced.grammar is None \
+                else None
+            grammar = forced.grammar
+        else:
+            structured = Structured.of(req.response_schema, req.schema_param)
+            grammar = req.grammar
+        check_grammar_fields(req.grammar, structured)
         if (hooked := test_hooks.output_grammar(req.model)) is not None:
-            forced, schema, grammar = None, None, hooked
+            forced, structured, grammar = None, None, hooked
         preserve = preserved_tokens(model, prompt.fmt)
         choice = _Choice(
             stops=req.sampling.stop,
@@ -150,11 +165,12 @@ def start_chat(runtime: Runtime, req: ChatRequest) -> Run:
             fmt=prompt.fmt,
             prompt=prompt.text,
             start=prompt.start,
+            structured=structured,
         )
         if prompt.answer_prefix is not None:
-            return _start_thinking_first(runtime, lease, req, prompt, tokens, schema, choice,
-                                         source, grammar, preserve)
-        return _start(runtime, lease, req.model, tokens, req.sampling, req.n, schema, choice,
+            return _start_thinking_first(runtime, lease, req, prompt, tokens, choice, source,
+                                         grammar, preserve)
+        return _start(runtime, lease, req.model, tokens, req.sampling, req.n, choice,
                       grammar, preserve)
     except BaseException:
         runtime.release(lease)
@@ -182,6 +198,7 @@ def preserved_tokens(model, fmt) -> tuple[int, ...]:
 def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
     lease = runtime.acquire(req.model, req.engine, req.keep_alive)
     try:
+        req = defaults.completion(req, runtime.model_defaults(lease.stored).defaults)
         model = lease.model
         if isinstance(req.prompt, str):
             tokens = tokenize_prompt(model, req.prompt)
@@ -191,9 +208,12 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
             prompt_text = model.detokenize(tokens)
         if not tokens:
             raise InvalidRequest("prompt is empty", param="prompt")
-        choice = _Choice(req.sampling.stop, False, [], None, req.sampling.logprobs is not None)
-        run = _start(runtime, lease, req.model, tokens, req.sampling, req.n,
-                     req.response_schema, choice)
+        structured = Structured.of(req.response_schema, req.schema_param)
+        check_grammar_fields(req.grammar, structured)
+        choice = _Choice(req.sampling.stop, False, [], None, req.sampling.logprobs is not None,
+                         structured=structured)
+        run = _start(runtime, lease, req.model, tokens, req.sampling, req.n, choice,
+                     req.grammar)
         if req.echo:
             run.events = EventStream(_echo(prompt_text, req.n, run.events), run.events.close)
         return run
@@ -206,13 +226,15 @@ def start_completion(runtime: Runtime, req: CompletionRequest) -> Run:
 
 
 def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prompt: Prompt,
-                          tokens: list[int], schema, choice: _Choice, source: str | None,
+                          tokens: list[int], choice: _Choice, source: str | None,
                           grammar: str | None, preserve: tuple[int, ...]) -> Run:
     """A budgeted thinking phase, then the answer conditioned on it (see reasoning.py)."""
     model = lease.model
     n_ctx = model.info.n_ctx
-    if schema is not None or grammar is not None:  # compile now: a bad schema is still a 4xx
-        schema = (schema or {"type": "object"}) if grammar is None else None
+    schema = choice.structured.normalized if choice.structured else None
+    if grammar is not None:
+        schema = None
+    if schema is not None or grammar is not None:  # compile now: a bad one is still a 4xx
         model.prepare(GenerationJob(tokens, req.sampling, 1, schema, grammar=grammar))
     marks = reasoning.tags(source)
     think = _Choice([marks.stop], False, [], None, False)
@@ -234,8 +256,11 @@ def _start_thinking_first(runtime: Runtime, lease: Lease, req: ChatRequest, prom
         job = GenerationJob(ids, req.sampling if is_answer else think_sampling, limit,
                             schema if is_answer else None,
                             grammar=grammar if is_answer else None, preserve=preserve)
+        if is_answer and choice.structured is not None:
+            check_budget(model, choice.structured, limit)
         streams.append(model.generate(model.prepare(job)))
-        return _choice_events(i, streams[-1], answer if is_answer else think, usage)
+        return _choice_events(i, streams[-1], answer if is_answer else think, usage,
+                              counter(model), limit)
 
     def thinking(i: int) -> tuple[Iterator[Event], Usage]:
         usage = Usage()
@@ -269,7 +294,7 @@ def _echo(text: str, n: int, events: Iterator[Event]) -> Iterator[Event]:
 
 
 def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], sampling: Sampling,
-           n: int, schema, choice: _Choice, grammar: str | None = None,
+           n: int, choice: _Choice, grammar: str | None = None,
            preserve: tuple[int, ...] = ()) -> Run:
     model = lease.model
     n_ctx = model.info.n_ctx
@@ -279,10 +304,11 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
         raise ContextTooLong(len(tokens), n_ctx)
     room = n_ctx - len(tokens)
     max_new = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
-    if schema is not None and not schema:
-        schema = {"type": "object"}
+    schema = choice.structured.normalized if choice.structured else None
     if grammar is not None:
         schema = None
+    if choice.structured is not None and max_new > 0:
+        check_budget(model, choice.structured, max_new)
     prepared = []
     for i in range(n):
         s = sampling if i == 0 or sampling.seed is None else dataclasses.replace(
@@ -297,17 +323,18 @@ def _start(runtime: Runtime, lease: Lease, name: str, tokens: list[int], samplin
         for stream in streams:
             stream.close()
         raise
-    events = _events(lease, streams, n, len(tokens), choice)
+    events = _events(lease, streams, n, len(tokens), choice, counter(model), max_new)
     return Run(name, len(tokens), EventStream(events, _releaser(runtime, lease, streams)))
 
 
-def _events(lease: Lease, streams, n: int, n_prompt: int, choice: _Choice) -> Iterator[Event]:
+def _events(lease: Lease, streams, n: int, n_prompt: int, choice: _Choice,
+            count: Callable[[str], int], budget: int) -> Iterator[Event]:
     usage = Usage(prompt_tokens=n_prompt, load_seconds=lease.load_seconds)
     if not streams:
         for i in range(n):
             yield ChoiceDone(i, "length")
     for i, stream in enumerate(streams):
-        yield from _choice_events(i, stream, choice, usage)
+        yield from _choice_events(i, stream, choice, usage, count, budget)
     yield Done(usage)
 
 
@@ -319,31 +346,43 @@ def _logprob(token: Token) -> TokenLogprob:
     )
 
 
-def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Event]:
+def _choice_events(i: int, stream, choice: _Choice, usage: Usage,
+                   count: Callable[[str], int] | None = None,
+                   budget: int | None = None) -> Iterator[Event]:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     stopper = StopMatcher(choice.stops)
     post = _PostProcessor(i, choice)
+    guard = None
+    if choice.structured is not None and count is not None and budget is not None:
+        guard = BudgetGuard(Closer(choice.structured.original, choice.structured.normalized),
+                            budget, count)
     started = time.monotonic()
     first_token = 0.0
     n_tokens = 0
     stop_sequence = None
     reason = "length"
     timed_out = False
+    closed = False
+    emitted = 0  # characters of (guarded) text that passed the stop matcher
     for item in stream:
         if isinstance(item, GenerationEnd):
             usage.cached_tokens = max(usage.cached_tokens, item.cached_tokens)
-            if stop_sequence is None:
+            if stop_sequence is None and reason != "loop":
                 reason = "stop" if item.reason == "stop" else "length"
                 timed_out = item.reason == "timeout"
             break
-        if stop_sequence is not None:
-            continue  # tokens decoded after the stop matched, before the cancel took effect
+        if stop_sequence is not None or reason == "loop":
+            continue  # tokens decoded after the end was decided, before the cancel took effect
         n_tokens += 1
         if not first_token:
             first_token = time.monotonic()
         if choice.logprobs and item.logprob is not None:
             post.logprobs.append(_logprob(item))
-        text, stop_sequence = stopper.feed(decoder.decode(item.piece))
+        piece = decoder.decode(item.piece)
+        if guard is not None:
+            piece = guard.feed(piece)
+        text, stop_sequence = stopper.feed(piece)
+        emitted += len(text)
         thinking = post.in_thinking
         yield from post.feed(text)
         if thinking or post.in_thinking:
@@ -351,7 +390,20 @@ def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Ev
         if stop_sequence is not None:
             reason = "stop"
             stream.cancel()
-    if stop_sequence is None:
+        elif guard is not None and guard.looping:
+            reason = "loop"  # a degenerate loop: the document ends here, closed
+            stream.cancel()
+    if guard is not None:
+        tail = decoder.decode(b"", final=True)
+        if tail and stop_sequence is None:
+            guard.text += tail  # a last partial character: held like any unsafe text
+        ending = guard.cut(emitted) if stop_sequence is not None else guard.end()
+        held = stopper.flush() if stop_sequence is None else ""
+        yield from post.feed(held + ending.text)
+        n_tokens, closed = ending.tokens, ending.closed
+        if reason == "loop":
+            reason = "stop"
+    elif stop_sequence is None:
         yield from post.feed(decoder.decode(b"", final=True) + stopper.flush())
     yield from post.flush()
     now = time.monotonic()
@@ -360,7 +412,7 @@ def _choice_events(i: int, stream, choice: _Choice, usage: Usage) -> Iterator[Ev
     usage.generation_seconds += now - (first_token or now)
     if post.n_calls and reason == "stop":
         reason = "tool_calls"
-    yield ChoiceDone(i, reason, stop_sequence, timed_out)
+    yield ChoiceDone(i, reason, stop_sequence, timed_out, closed and reason == "length")
 
 
 # ------------------------------------------------------------------------------ embeddings

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .budget import Structured
 from .chat_formats.base import Call, Item, Reasoning
 from .chat_formats.families import ChatFormat
 from .chat_formats.forced import ForcedCall
@@ -32,6 +33,8 @@ class Choice:
     #: The prompt the output continues, and how the output begins (prompting.Prompt.start).
     prompt: str = ""
     start: str = "auto"
+    #: JSON output that must parse and validate whatever the budget (budget.py).
+    structured: Structured | None = None
 
 
 class PostProcessor:

@@ -64,7 +64,7 @@ def build_prompt(info: ModelInfo, req: ChatRequest, source: str | None = None) -
         else:
             messages = inject_into_system(messages, system_prompt_section(tools, fmt))
     prefill = ""
-    if messages[-1].role == "assistant" and not messages[-1].tool_calls:
+    if messages[-1].role == "assistant" and not messages[-1].tool_calls and req.prefill_assistant:
         prefill = messages[-1].content
         messages = messages[:-1]
     text = template_caps.render(source, messages, tools=template_tools,

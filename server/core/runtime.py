@@ -238,6 +238,17 @@ class Runtime:
                 self._loaded[key] = entry
             return Lease(entry, seconds)
 
+    def model_defaults(self, stored: StoredModel):
+        """The model's default request settings (store/model_defaults.py) and their sources."""
+        from ..store import model_defaults
+
+        configured = self.configs.get(stored.id) if self.configs else None
+        try:
+            flags = configured.model_defaults() if configured is not None else None
+        except Exception:  # a config written by an older server: its flags load as they can
+            flags = None
+        return model_defaults.for_model(stored.config, flags, str(stored.gguf_path))
+
     def release(self, lease: Lease) -> None:
         with self._lock:
             lease.entry.in_use -= 1

@@ -76,6 +76,9 @@ class Sampling:
     #: Tokens one request may occupy (prompt + generated) when lower than the loaded context;
     #: None = the loaded context (Ollama's options.num_ctx).
     context_limit: int | None = None
+    #: The fields the request itself set (a model's defaults never replace them); None when
+    #: the dialect does not say, then fields still at their default values count as unset.
+    explicit: frozenset[str] | None = None
 
 
 @dataclass
@@ -96,9 +99,16 @@ class ChatRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     #: A JSON Schema the answer must satisfy (grammar-constrained); {} = any JSON object.
     response_schema: dict[str, Any] | None = None
+    #: The request field that carried it, named in errors about it.
+    schema_param: str = "response_format"
+    #: A raw GBNF grammar the answer must follow (llama-server's `grammar` field).
+    grammar: str | None = None
     n: int = 1
     thinking: Thinking = field(default_factory=Thinking)
     keep_alive: float | None = None
+    #: A trailing assistant message is the start of the answer (continued); False treats it
+    #: as a finished turn (llama-server's --no-prefill-assistant).
+    prefill_assistant: bool = True
 
 
 @dataclass
@@ -112,6 +122,8 @@ class CompletionRequest:
     n: int = 1
     echo: bool = False
     response_schema: dict[str, Any] | None = None
+    schema_param: str = "response_format"
+    grammar: str | None = None
     keep_alive: float | None = None
 
 
@@ -191,6 +203,9 @@ class ChoiceDone:
     stop_sequence: str | None = None
     #: The server's request timeout ended it (finish_reason is then "length").
     timed_out: bool = False
+    #: The token budget ran out in structured output, and the server closed the JSON (so it
+    #: still parses and validates); finish_reason is "length".
+    closed: bool = False
 
 
 @dataclass

@@ -182,11 +182,13 @@ def display_config(config_json: dict[str, Any], modelpack: bool) -> dict[str, An
 
 
 def dmr_config(info: dict[str, Any], weights: Descriptor, *,
-               context_size: int | None = None, created: str | None = None) -> dict[str, Any]:
+               context_size: int | None = None, created: str | None = None,
+               defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config blob DMR writes for a GGUF model (`gguf.describe` gives `info`).
 
     The model's ID is the digest of a manifest that names this blob, so a fixed `created`
-    gives the same ID on every machine."""
+    gives the same ID on every machine. `defaults` (ours, not DMR's: the default request
+    settings of store/model_defaults.py) go in with the rest, so they travel with the model."""
     return {
         "config": {
             "format": "gguf",
@@ -196,6 +198,7 @@ def dmr_config(info: dict[str, Any], weights: Descriptor, *,
             "size": human_size(weights.size),
             "gguf": info["gguf"],
             **({"context_size": context_size} if context_size else {}),
+            **({"defaults": defaults} if defaults else {}),
         },
         "descriptor": {"created": created
                        or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},

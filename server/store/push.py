@@ -64,8 +64,10 @@ class Push:
             raise failure[0]
 
 
-def prepare_push(store: ModelStore, text: str, bearer_token: str | None = None) -> Push:
-    """Check the model exists and the destination is a registry tag."""
+def prepare_push(store: ModelStore, text: str, bearer_token: str | None = None, *,
+                 insecure: bool = False) -> Push:
+    """Check the model exists and the destination is a registry tag; `insecure` allows plain
+    HTTP to its registry (Ollama's push option), as DMR_INSECURE_REGISTRIES does."""
     model = store.get(text)
     ref = reference.parse(text)
     if ref.digest:
@@ -73,5 +75,5 @@ def prepare_push(store: ModelStore, text: str, bearer_token: str | None = None) 
     if ref.registry == HF_REGISTRY:
         raise NotSupported("pushing to Hugging Face is not supported; push to an OCI registry")
     client = Registry(ref.registry, ref.repository, token=bearer_token,
-                      insecure=ref.registry in insecure_registries())
+                      insecure=insecure or ref.registry in insecure_registries())
     return Push(store, model, ref, client)

@@ -5,8 +5,10 @@ users' most frequent complaint, docker/model-runner#223, #726). We write them to
 `<models dir>/runner-config.json`, keyed by model ID so every tag of a model shares them, and
 drop them when the model is deleted.
 
-Runtime flags pass through an allowlist of the llama.cpp flags this server can honour at load
-time; anything else is refused with a message instead of being silently ignored.
+Runtime flags pass through an allowlist: every flag of DMR's documented tables is honoured,
+sampling ones (--temp, --top-p, ...) as the model's default request settings, the others at
+load time (GPU ones are accepted and have no effect on a CPU-only build); anything else is
+refused with a message instead of being silently ignored.
 """
 
 from __future__ import annotations
@@ -20,57 +22,142 @@ from typing import Any
 
 from ..core.errors import InvalidRequest
 
-#: llama-server flag -> engine setting it changes.
-FLAG_SETTINGS = {
-    "-c": "context_size", "--ctx-size": "context_size",
-    "-np": "parallel", "--parallel": "parallel",
-    "-b": "n_batch", "--batch-size": "n_batch",
-    "-t": "threads", "--threads": "threads",
+
+@dataclass(frozen=True)
+class Flag:
+    """What one llama-server flag sets: `kind` engine (a load setting), default (a model
+    default request setting, store/model_defaults.py), config (a runner configuration field)
+    or gpu (a load setting a CPU-only build ignores)."""
+
+    kind: str
+    target: str
+    #: int, float, a tuple of choices, or None for a switch (then `value` is what it sets).
+    parse: Any
+    low: float | None = None
+    high: float | None = None
+    value: Any = None
+
+
+def _flags(names: str, flag: Flag) -> dict[str, Flag]:
+    return {name: flag for name in names.split()}
+
+
+#: Every flag of DMR's documented tables (docs "Runtime flags") and a few more llama-server
+#: spellings. Anything else is refused by name.
+FLAGS: dict[str, Flag] = {
+    **_flags("-c --ctx-size", Flag("engine", "context_size", int, 0, 1 << 22)),
+    **_flags("-np --parallel", Flag("engine", "parallel", int, 1, 64)),
+    **_flags("-b --batch-size", Flag("engine", "n_batch", int, 8, 1 << 16)),
+    **_flags("-t --threads", Flag("engine", "threads", int, 1, 1024)),
+    **_flags("-tb --threads-batch", Flag("engine", "threads_batch", int, 1, 1024)),
+    **_flags("--mlock", Flag("engine", "mlock", None, value=True)),
+    **_flags("--no-mmap", Flag("engine", "mmap", None, value=False)),
+    **_flags("-nr --no-repack", Flag("engine", "extra_buffers", None, value="off")),
+    **_flags("--rope-scaling", Flag("engine", "rope_scaling", ("none", "linear", "yarn"))),
+    **_flags("--rope-freq-base", Flag("engine", "rope_freq_base", float, 0, None)),
+    **_flags("--rope-freq-scale", Flag("engine", "rope_freq_scale", float, 0, None)),
+    **_flags("-ngl --n-gpu-layers --gpu-layers", Flag("gpu", "n_gpu_layers", int, -1, 1 << 16)),
+    **_flags("-mg --main-gpu", Flag("gpu", "main_gpu", int, 0, 1024)),
+    **_flags("-sm --split-mode", Flag("gpu", "split_mode", ("none", "layer", "row"))),
+    **_flags("--temp --temperature", Flag("default", "temperature", float, 0, 5)),
+    **_flags("--top-k", Flag("default", "top_k", int, 0, 1 << 20)),
+    **_flags("--top-p", Flag("default", "top_p", float, 0, 1)),
+    **_flags("--min-p", Flag("default", "min_p", float, 0, 1)),
+    **_flags("--repeat-penalty", Flag("default", "repeat_penalty", float, 0, 10)),
+    **_flags("--repeat-last-n", Flag("default", "repeat_last_n", int, -1, 1 << 20)),
+    **_flags("--presence-penalty", Flag("default", "presence_penalty", float, -2, 2)),
+    **_flags("--frequency-penalty", Flag("default", "frequency_penalty", float, -2, 2)),
+    **_flags("-s --seed", Flag("default", "seed", int, -1, (1 << 32) - 1)),
+    **_flags("-n --n-predict --predict", Flag("default", "max_tokens", int, -1, 1 << 22)),
+    **_flags("--no-prefill-assistant", Flag("config", "prefill_assistant", None, value=False)),
+    **_flags("--reasoning-budget", Flag("config", "reasoning_budget", int, -1, 1 << 22)),
 }
-_LIMITS = {"context_size": (0, 1 << 22), "parallel": (1, 64), "n_batch": (8, 1 << 16),
-           "threads": (1, 1024)}
-#: llama-server flags without a value -> (engine setting, value).
-SWITCHES = {"-nr": ("extra_buffers", "off"), "--no-repack": ("extra_buffers", "off")}
+#: Switches (no value), for callers that strip them.
+SWITCHES = {name: (f.target, f.value) for name, f in FLAGS.items() if f.parse is None}
 FILE_NAME = "runner-config.json"
 
 
-def parse_flags(flags: list[str]) -> dict[str, Any]:
-    """Engine settings from llama.cpp flags (`--ctx-size 2048`, `-np=2`); InvalidRequest else."""
-    out: dict[str, Any] = {}
+@dataclass
+class ParsedFlags:
+    """Runtime flags sorted by what they change."""
+
+    engine: dict[str, Any] = field(default_factory=dict)
+    default: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    gpu: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.default
+
+
+def _value(name: str, flag: Flag, text: str) -> Any:
+    if isinstance(flag.parse, tuple):
+        if text not in flag.parse:
+            raise InvalidRequest(f"runtime flag {name} must be one of {', '.join(flag.parse)}, "
+                                 f"got {text!r}", param="runtime-flags")
+        return text
+    kind = "a whole number" if flag.parse is int else "a number"
+    try:
+        value = flag.parse(text)
+    except ValueError:
+        raise InvalidRequest(f"runtime flag {name} needs {kind}, got {text!r}",
+                             param="runtime-flags") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidRequest(f"runtime flag {name} needs {kind}, got {text!r}",
+                             param="runtime-flags")
+    if (flag.low is not None and value < flag.low) or \
+            (flag.high is not None and value > flag.high):
+        bounds = f"at least {flag.low}" if flag.high is None else \
+            f"between {flag.low} and {flag.high}"
+        raise InvalidRequest(f"runtime flag {name} must be {bounds}", param="runtime-flags")
+    return value
+
+
+def parse_runtime_flags(flags: list[str]) -> ParsedFlags:
+    """llama-server flags (`--ctx-size 2048`, `-np=2`, `--temp 0.7`, `--mlock`) sorted by what
+    they change; InvalidRequest naming the first one this server does not know."""
+    out = ParsedFlags()
     i = 0
     while i < len(flags):
-        flag = flags[i]
-        if not isinstance(flag, str):
+        item = flags[i]
+        if not isinstance(item, str):
             raise InvalidRequest("runtime-flags must be strings", param="runtime-flags")
-        if "/" in flag or "\\" in flag:
-            raise InvalidRequest(f"runtime flag {flag!r}: paths are not allowed",
+        if "/" in item or "\\" in item:
+            raise InvalidRequest(f"runtime flag {item!r}: paths are not allowed",
                                  param="runtime-flags")
-        name, eq, value = flag.partition("=")
-        if name in SWITCHES and not eq:
-            setting, switched = SWITCHES[name]
-            out[setting] = switched
-            i += 1
-            continue
-        if name not in FLAG_SETTINGS:
-            allowed = ", ".join(sorted({**FLAG_SETTINGS, **SWITCHES}))
+        name, eq, text = item.partition("=")
+        flag = FLAGS.get(name)
+        if flag is None:
+            allowed = ", ".join(sorted(n for n in FLAGS if n.startswith("--")))
             raise InvalidRequest(f"runtime flag {name!r} is not supported by this server "
-                                 f"(supported: {allowed})", param="runtime-flags")
-        if not eq:
-            i += 1
-            if i >= len(flags):
-                raise InvalidRequest(f"runtime flag {name} needs a value", param="runtime-flags")
-            value = flags[i]
-        if value.startswith("-") or not value.isdigit():
-            raise InvalidRequest(f"runtime flag {name} needs a positive integer, got {value!r}",
+                                 f"(supported: {allowed}, and their short forms)",
                                  param="runtime-flags")
-        setting = FLAG_SETTINGS[name]
-        low, high = _LIMITS[setting]
-        if not low <= int(value) <= high:
-            raise InvalidRequest(f"runtime flag {name} must be between {low} and {high}",
-                                 param="runtime-flags")
-        out[setting] = int(value)
+        if flag.parse is None:
+            if eq:
+                raise InvalidRequest(f"runtime flag {name} takes no value", param="runtime-flags")
+            value = flag.value
+        else:
+            if not eq:
+                i += 1
+                if i >= len(flags) or not isinstance(flags[i], str):
+                    raise InvalidRequest(f"runtime flag {name} needs a value",
+                                         param="runtime-flags")
+                text = flags[i]
+            value = _value(name, flag, text)
+        getattr(out, flag.kind)[flag.target] = value
         i += 1
+    if out.default.get("max_tokens", 1) < 1:
+        del out.default["max_tokens"]  # -1: until done, as without the flag
+    if out.default.get("seed", 0) < 0:
+        del out.default["seed"]  # -1: random
     return out
+
+
+def parse_flags(flags: list[str]) -> dict[str, Any]:
+    """The load settings of runtime flags (engine and GPU ones)."""
+    parsed = parse_runtime_flags(flags)
+    return {**parsed.engine, **parsed.gpu}
 
 
 def split_raw_flags(raw: str) -> list[str]:
@@ -106,6 +193,24 @@ class RunnerConfig:
     mode: str = "completion"
     #: llama.cpp's extra buffer types for this model: auto/on/off; None = the server's.
     extra_buffers: str | None = None
+
+    def flags(self) -> ParsedFlags:
+        return parse_runtime_flags(self.runtime_flags)
+
+    def reasoning(self) -> int | None:
+        """The reasoning budget: a --reasoning-budget flag, else the llamacpp field."""
+        return self.flags().config.get("reasoning_budget", self.reasoning_budget)
+
+    @property
+    def prefill_assistant(self) -> bool:
+        """False with --no-prefill-assistant: a trailing assistant message is a whole turn."""
+        return self.flags().config.get("prefill_assistant", True)
+
+    def model_defaults(self):
+        """The default request settings its sampling flags (--temp, --top-p, ...) give."""
+        from .model_defaults import ModelDefaults
+
+        return ModelDefaults.from_values(self.flags().defaults, "runtime-flags")
 
     def load_options(self) -> dict[str, Any]:
         """Keyword arguments for the engine's load(); the context-size field beats a flag."""

@@ -170,10 +170,12 @@ class ModelStore:
     def add_gguf_blob(self, weights: Descriptor, tags: list[str], *,
                       context_size: int | None = None,
                       extra_layers: list[Descriptor] | None = None,
-                      created: str | None = None) -> StoredModel:
+                      created: str | None = None,
+                      defaults: dict[str, Any] | None = None) -> StoredModel:
         """Build DMR's artifact around weights already in the blob store, and tag it."""
         info = gguf.describe(str(self.blob_path(weights.digest)))
-        config = artifact.dmr_config(info, weights, context_size=context_size, created=created)
+        config = artifact.dmr_config(info, weights, context_size=context_size, created=created,
+                                     defaults=defaults)
         config_digest, config_size = self.write_blob(json.dumps(config).encode())
         manifest = artifact.build_manifest(
             Descriptor(artifact.DMR_CONFIG, config_digest, config_size),

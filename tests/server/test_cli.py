@@ -77,7 +77,7 @@ def test_tag_configure_rm(store_server, registry, registry_model):
     assert "Configured" in ok(url, "configure", "--context-size", "768", alias)
     [shown] = json.loads(ok(url, "configure", "show", alias))
     assert shown["Config"]["context-size"] == 768
-    bad = dmr(url, "configure", alias, "--", "--temp", "0.7")
+    bad = dmr(url, "configure", alias, "--", "--flash-attn")
     assert bad.returncode == 1 and "not supported" in bad.stderr
     assert ok(url, "configure", "--context-size", "-1", alias)
     model_id = json.loads(ok(url, "inspect", alias))["id"]

@@ -63,15 +63,31 @@ def _first_cause(lines: list[str]) -> str:
     return ""
 
 
-def load_model_file(path: str, *, extra_buffers: bool) -> Any:
+_SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
+
+
+def load_model_file(path: str, *, extra_buffers: bool, settings: Any = None) -> Any:
     """llama_model_load_from_file, with llama.cpp's own words when it refuses the file.
 
     `extra_buffers` False is llama-server's --no-repack: no AMX or CPU_REPACK weight layouts,
-    whose kernels crash on some CPUs (reference: AMX segfaults on multi-token batches)."""
+    whose kernels crash on some CPUs (reference: AMX segfaults on multi-token batches).
+    `settings` (EngineSettings) brings --mlock, --no-mmap and the GPU flags."""
     init_backend()
     faults.extra_buffers = extra_buffers
     params = L.llama_model_default_params()
     params.use_extra_bufts = extra_buffers
+    if settings is not None:
+        if settings.mlock or not settings.mmap:
+            params.load_mode = {(True, True): L.LLAMA_LOAD_MODE_MMAP_MLOCK,
+                                (False, True): L.LLAMA_LOAD_MODE_MLOCK,
+                                (False, False): L.LLAMA_LOAD_MODE_NONE}[
+                (settings.mmap, settings.mlock)]
+        if settings.n_gpu_layers is not None:
+            params.n_gpu_layers = settings.n_gpu_layers
+        if settings.main_gpu is not None:
+            params.main_gpu = settings.main_gpu
+        if settings.split_mode is not None:
+            params.split_mode = _SPLIT_MODES[settings.split_mode]
     _load_errors.lines = []
     try:
         model = L.llama_model_load_from_file(path.encode(), params)

@@ -59,7 +59,11 @@ class LlamaCppEngine:
 
     def load(self, path: str, *, name: str | None = None, context_size: int | None = None,
              extra_buffers: str | None = None, **overrides: Any):
-        """`overrides` (parallel, threads, n_batch) come from a model's configured flags."""
+        """`overrides` (parallel, threads, n_batch, ...) come from a model's configured flags;
+        threads beyond the server's own (never more than the cores) are cut to them."""
+        for key in ("threads", "threads_batch"):
+            if overrides.get(key):
+                overrides[key] = min(overrides[key], self.settings.threads)
         settings = dataclasses.replace(self.settings, **overrides)
         if context_size:
             settings = dataclasses.replace(settings, context_size=context_size)
@@ -90,6 +94,21 @@ class LlamaCppEngine:
                                        probe=decision.probe)
         return RunnerModel(name, path, settings, compute_dir=self._cores_dir(),
                            cores=os.cpu_count() or 1)
+
+    @staticmethod
+    def gpu_backends() -> list[str]:
+        """The GPU backends of the installed llama.cpp build (libggml-cuda.so, ...), found
+        without loading it; empty for a CPU-only build, where GPU flags have no effect."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("llama_cpp")
+        found: set[str] = set()
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            for lib in (Path(location) / "lib").glob("libggml-*.so*"):
+                backend = lib.name.split(".so")[0].removeprefix("libggml-")
+                if backend not in ("base", "cpu") and not backend.startswith("cpu-"):
+                    found.add(backend)
+        return sorted(found)
 
     def status(self) -> str:
         """For /engines/status: how models load on this CPU."""

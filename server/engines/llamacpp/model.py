@@ -19,11 +19,16 @@ from ..compute import ThreadBudget
 from . import faults
 from .backend import load_model_file
 from .embedding import Embedder
-from .sampling import free_sampler, make_sampler, schema_grammar
+from .grammar import schema_grammar
+from .sampling import check_grammar, free_sampler, make_sampler
 from .scheduler import QueueSink, Scheduler, Sequence, Sink
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
+
+_ROPE_SCALING = {"none": L.LLAMA_ROPE_SCALING_TYPE_NONE,
+                 "linear": L.LLAMA_ROPE_SCALING_TYPE_LINEAR,
+                 "yarn": L.LLAMA_ROPE_SCALING_TYPE_YARN}
 
 
 class _Stream:
@@ -64,7 +69,8 @@ class LlamaCppModel:
     def __init__(self, path: str, settings: EngineSettings, *, compute=None,
                  sink: Sink | None = None, on_probe=None):
         self._settings = settings
-        self._model = load_model_file(path, extra_buffers=settings.use_extra_buffers)
+        self._model = load_model_file(path, extra_buffers=settings.use_extra_buffers,
+                                      settings=settings)
         self._vocab = L.llama_model_get_vocab(self._model)
         self._pieces: dict[int, bytes] = {}
         self.n_vocab = L.llama_vocab_n_tokens(self._vocab)
@@ -163,7 +169,13 @@ class LlamaCppModel:
         params.n_ubatch = params.n_batch
         params.n_seq_max = n_seq
         params.n_threads = self._settings.threads
-        params.n_threads_batch = self._settings.threads
+        params.n_threads_batch = self._settings.threads_batch or self._settings.threads
+        if self._settings.rope_scaling is not None:
+            params.rope_scaling_type = _ROPE_SCALING[self._settings.rope_scaling]
+        if self._settings.rope_freq_base:
+            params.rope_freq_base = self._settings.rope_freq_base
+        if self._settings.rope_freq_scale:
+            params.rope_freq_scale = self._settings.rope_freq_scale
         params.kv_unified = unified
         params.no_perf = True
         if embeddings:
@@ -201,9 +213,15 @@ class LlamaCppModel:
     # ---------------------------------------------------------------- the LoadedModel interface
 
     def prepare(self, job: GenerationJob) -> PreparedJob:
-        grammar = job.grammar
-        if grammar is None and job.json_schema is not None:
-            grammar = schema_grammar(job.json_schema)
+        grammar = schema_grammar(job.json_schema) if job.json_schema is not None else None
+        if job.grammar is not None:
+            if grammar is not None:
+                from ...core.errors import InvalidRequest
+
+                raise InvalidRequest("give either a grammar or a JSON schema, not both",
+                                     param="grammar")
+            check_grammar(self._vocab, job.grammar)
+            grammar = job.grammar
         if len(job.prompt) >= self.info.n_ctx:
             raise ContextTooLong(len(job.prompt), self.info.n_ctx)
         return PreparedJob(job, grammar)

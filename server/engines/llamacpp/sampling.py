@@ -2,61 +2,47 @@
 
 Every sequence gets its own llama.cpp sampler chain (logit bias, penalties, grammar, then
 greedy or top-k/top-p/min-p/temperature with a seeded distribution), as llama-server does.
+With a grammar, a DRY sampler before it breaks repetition loops. JSON Schema -> GBNF is
+grammar.py.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import ctypes
 import random
 from typing import Any
 
 import llama_cpp as L
 import numpy as np
-from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from ...core.errors import InvalidRequest
 from ...core.types import Sampling
 
-#: Bounded integers with at most this many values are written into the grammar as an enum.
-_ENUM_LIMIT = 256
+#: DRY ("don't repeat yourself") in grammar mode: a token that would extend a sequence already
+#: written is penalised, more the longer the repeat. Small models under a JSON grammar
+#: otherwise fall into `"loyalty", "loyalty", ...` until the budget ends.
+DRY_MULTIPLIER = 0.8
+DRY_BASE = 1.75
+DRY_ALLOWED_LENGTH = 2
+DRY_BREAKERS = [b"\n"]
+#: Tokens DRY looks back over.
+DRY_WINDOW = 1024
 
 
-def _enumerate_small_ranges(schema: Any) -> Any:
-    """llama-cpp-python's schema-to-grammar converter ignores minimum/maximum; an integer whose
-    bounds allow few values becomes an enum of them, so its output validates (ages, ratings,
-    percentages). Wider ranges stay as they are."""
-    if isinstance(schema, list):
-        return [_enumerate_small_ranges(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: _enumerate_small_ranges(value) for key, value in schema.items()}
-    if out.get("type") != "integer":
-        return out
-    lo, hi = out.get("minimum"), out.get("maximum")
-    if isinstance(out.get("exclusiveMinimum"), int | float):
-        lo = math.floor(out["exclusiveMinimum"]) + 1
-    if isinstance(out.get("exclusiveMaximum"), int | float):
-        hi = math.ceil(out["exclusiveMaximum"]) - 1
-    if isinstance(lo, int | float) and isinstance(hi, int | float):
-        lo, hi = math.ceil(lo), math.floor(hi)
-        if 0 <= hi - lo < _ENUM_LIMIT:
-            return {"enum": list(range(lo, hi + 1))}
-    return out
+def check_grammar(vocab: Any, grammar: str) -> None:
+    """InvalidRequest when llama.cpp cannot parse a GBNF grammar (it returns no sampler)."""
+    compiled = L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not compiled:
+        raise InvalidRequest("grammar: llama.cpp could not parse this GBNF grammar (see "
+                             "llama.cpp's grammars/README.md; the start rule must be `root`)",
+                             param="grammar")
+    L.llama_sampler_free(compiled)
 
 
-def _json_strings(grammar: str) -> str:
-    """llama-cpp-python's converter lets JSON strings hold raw control characters (a newline
-    inside a string), which no JSON parser accepts; forbid them as llama.cpp's own one does."""
-    return grammar.replace(r'char ::= [^"\\] |', r'char ::= [^"\\\x7F\x00-\x1F] |', 1)
-
-
-def schema_grammar(schema: dict[str, Any]) -> str:
-    """The GBNF grammar for a JSON Schema; InvalidRequest when it cannot be converted."""
-    try:
-        return _json_strings(json_schema_to_gbnf(json.dumps(_enumerate_small_ranges(schema))))
-    except Exception as exc:  # the converter raises plain exceptions on bad schemas
-        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
+def _dry(vocab: Any) -> Any:
+    breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS)
+    return L.llama_sampler_init_dry(vocab, DRY_MULTIPLIER, DRY_BASE, DRY_ALLOWED_LENGTH,
+                                    DRY_WINDOW, breakers, len(DRY_BREAKERS))
 
 
 def make_sampler(vocab: Any, n_vocab: int, s: Sampling, grammar: str | None) -> Any:
@@ -71,6 +57,7 @@ def make_sampler(vocab: Any, n_vocab: int, s: Sampling, grammar: str | None) -> 
         add(L.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty,
                                            s.frequency_penalty, s.presence_penalty))
     if grammar is not None:
+        add(_dry(vocab))
         compiled = L.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
         if not compiled:
             L.llama_sampler_free(chain)

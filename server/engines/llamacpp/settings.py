@@ -27,6 +27,18 @@ class EngineSettings:
     #: Decode a small multi-token, multi-sequence batch right after loading, before the model
     #: is reported ready: where llama.cpp's kernels crash on this CPU, they crash here.
     probe: bool = False
+    #: llama-server's runtime flags (store/runner_config.py): threads for prompt batches
+    #: (0 = `threads`), --mlock, --no-mmap, RoPE overrides (0 / None = the model's own).
+    threads_batch: int = 0
+    mlock: bool = False
+    mmap: bool = True
+    rope_scaling: str | None = None
+    rope_freq_base: float = 0.0
+    rope_freq_scale: float = 0.0
+    #: GPU offload flags: passed to llama.cpp, which ignores them on a CPU-only build.
+    n_gpu_layers: int | None = None
+    main_gpu: int | None = None
+    split_mode: str | None = None
 
     @property
     def unified(self) -> bool:

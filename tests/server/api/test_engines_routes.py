@@ -55,7 +55,7 @@ def test_configure_validation(store_server, registry_model):
     def configure(body):
         return requests.post(f"{url}/engines/_configure", json={"model": registry_model, **body})
 
-    r = configure({"runtime-flags": ["--temp", "0.7"]})
+    r = configure({"runtime-flags": ["--flash-attn"]})
     assert r.status_code == 400 and "not supported" in r.text and "--ctx-size" in r.text
     assert configure({"runtime-flags": ["--model", "/etc/passwd"]}).status_code == 400
     assert configure({"raw-runtime-flags": "--threads 4096"}).status_code == 400

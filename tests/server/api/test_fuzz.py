@@ -38,10 +38,6 @@ EXCLUDED = [
     ("POST", "/models/{name}/push"),
     ("POST", "/api/pull"),
     ("POST", "/api/push"),
-    # Ollama-only features answered with a fixed 501 Not Implemented whatever the input
-    # (documented so in the spec): nothing to fuzz, and a 5xx by design.
-    ("POST", "/api/create"),
-    ("POST", "/api/blobs/{digest}"),
 ]
 
 #: Operations that may name the real model: never deleting ones (the model would be gone

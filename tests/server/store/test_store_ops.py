@@ -14,7 +14,12 @@ from server.store.blobfile import remove_stale_partials
 from server.store.errors import DigestMismatch, RemoteNotFound, UnsupportedMediaType
 from server.store.package import package_gguf
 from server.store.registry import is_loopback, parse_challenge
-from server.store.runner_config import RunnerConfig, RunnerConfigs, parse_flags
+from server.store.runner_config import (
+    RunnerConfig,
+    RunnerConfigs,
+    parse_flags,
+    parse_runtime_flags,
+)
 from server.store.store import ModelStore
 from tests.server.dmr_fixtures import sha, tiny_gguf
 
@@ -205,10 +210,27 @@ def test_registry_helpers():
 def test_runtime_flag_allowlist():
     assert parse_flags(["--ctx-size", "2048", "-np=2", "--threads", "1"]) == {
         "context_size": 2048, "parallel": 2, "threads": 1}
-    for bad in (["--model", "/etc/passwd"], ["--temp", "0.7"], ["-c", "-5"], ["-c"],
-                ["--ctx-size=../x"], ["-np", "0"]):
+    parsed = parse_runtime_flags(["--temp", "0.7", "--top-k=1", "--mlock", "--no-mmap", "-ngl",
+                                  "20", "--split-mode", "row", "--reasoning-budget", "-1",
+                                  "--no-prefill-assistant", "-n", "-1", "-tb", "2"])
+    assert parsed.default == {"temperature": 0.7, "top_k": 1}  # -n -1: no cap, as without
+    assert parsed.engine == {"mlock": True, "mmap": False, "threads_batch": 2}
+    assert parsed.gpu == {"n_gpu_layers": 20, "split_mode": "row"}
+    assert parsed.config == {"reasoning_budget": -1, "prefill_assistant": False}
+    for bad in (["--model", "/etc/passwd"], ["--flash-attn"], ["-c", "-5"], ["-c"],
+                ["--ctx-size=../x"], ["-np", "0"], ["--temp", "hot"], ["--temp", "9"],
+                ["--mlock=1"], ["--split-mode", "diagonal"], ["--top-p", "nan"]):
         with pytest.raises(InvalidRequest):
             parse_flags(bad)
+
+
+def test_runner_config_flags_become_defaults_and_settings():
+    config = RunnerConfig(runtime_flags=["--temp", "0", "--reasoning-budget", "0",
+                                         "--no-prefill-assistant"], reasoning_budget=512)
+    assert config.model_defaults().temperature == 0
+    assert config.reasoning() == 0 and config.prefill_assistant is False
+    assert RunnerConfig(reasoning_budget=512).reasoning() == 512
+    assert "temperature" not in config.load_options()
 
 
 def test_runner_configs_persist(tmp_path):
