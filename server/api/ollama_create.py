@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from ..core import template as chat_template
+from ..core import template_caps as chat_template
 from ..core.errors import DMRError, InvalidRequest, NotSupported
 from ..core.types import Message
 from ..state import current
