@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 
 from flask import Flask, Response
@@ -9,7 +10,8 @@ from flask import Flask, Response
 from .api import anthropic, metrics, misc, models, ollama, openai, openapi
 from .api import engines as engines_api
 from .api import security as security_api
-from .config import Settings
+from .config import Settings, meminfo
+from .core.memory import resolve_budget
 from .core.runtime import Runtime
 from .engines.llamacpp import EngineSettings, LlamaCppEngine
 from .state import State
@@ -35,14 +37,22 @@ def create_app(settings: Settings | None = None) -> Flask:
             context_size=settings.context_size, parallel=settings.parallel,
             threads=settings.threads, max_queue=settings.max_queue,
             kv_tokens=settings.kv_cache_tokens, request_timeout=settings.request_timeout,
-            kv_unified=settings.kv_unified, extra_buffers=settings.extra_buffers),
+            kv_unified=settings.kv_unified, extra_buffers=settings.extra_buffers,
+            prompt_cache_mib=settings.prompt_cache_mib,
+            prompt_cache_disk_mib=settings.prompt_cache_disk_mib,
+            speculative=settings.speculative),
             runner=settings.runner, state_dir=settings.models_dir),
     }
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
                       configs=RunnerConfigs(settings.models_dir),
                       crash_loop_limit=settings.crash_loop_limit,
-                      crash_loop_window=settings.crash_loop_window)
+                      crash_loop_window=settings.crash_loop_window,
+                      memory_budget=resolve_budget(settings.memory_budget,
+                                                   meminfo("MemAvailable")))
     app.extensions["dmr"] = State(settings, store, runtime)
+    # On a graceful exit, unload the models (their runners save their prompt caches) rather
+    # than let the runners be killed with the worker.
+    atexit.register(runtime.close)
     security_api.register(app, settings.cors_origins, settings.api_keys)
 
     app.register_blueprint(misc.bp)

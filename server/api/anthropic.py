@@ -71,6 +71,7 @@ _ERRORS = {  # core error kind -> (HTTP status, Claude's error type)
     "overloaded": (529, "overloaded_error"),
     "runner_crashed": (500, "api_error"),
     "runner_crash_loop": (503, "api_error"),
+    "insufficient_memory": (507, "api_error"),
     "server_error": (500, "api_error"),
 }
 
@@ -349,7 +350,7 @@ def parse_messages(body: dict[str, Any], engine: str | None,
     _check_thinking(body, thinking)
     sampling = Sampling(max_tokens=body["max_tokens"],
                         stop=list(body.get("stop_sequences") or []), **_SAMPLING_DEFAULTS)
-    for key in ("temperature", "top_p", "top_k"):
+    for key in ("temperature", "top_p", "top_k", "speculative"):
         if key in body:
             setattr(sampling, key, body[key])
     req = _chat_request(body, engine, sampling, thinking, signer_)

@@ -80,7 +80,21 @@ def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
         # Ours, not DMR's: what the model was really loaded with, and where it runs.
         "context_size": getattr(getattr(entry.model, "info", None), "n_ctx", None),
         **_runner_fields(entry.model),
+        **memory_fields(entry),
     }
+
+
+def memory_fields(entry: LoadedEntry) -> dict[str, Any]:
+    """Ours: the estimate the memory budget counted, and what the runner really holds."""
+    out: dict[str, Any] = {}
+    if entry.memory is not None:
+        out["memory_estimate"] = entry.memory.total
+        out["memory_estimate_parts"] = dict(entry.memory.parts)
+    rss = getattr(entry.model, "rss", None)
+    value = rss() if rss is not None else None
+    if value is not None:
+        out["memory_rss"] = value
+    return out
 
 
 def _runner_fields(model: Any) -> dict[str, Any]:

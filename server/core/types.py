@@ -76,6 +76,9 @@ class Sampling:
     #: Tokens one request may occupy (prompt + generated) when lower than the loaded context;
     #: None = the loaded context (Ollama's options.num_ctx).
     context_limit: int | None = None
+    #: Speculative (prompt lookup) decoding: False opts out, True drafts whenever it can,
+    #: None leaves it to the server's `speculative` setting.
+    speculative: bool | None = None
 
 
 @dataclass

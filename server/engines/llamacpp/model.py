@@ -19,6 +19,7 @@ from ..compute import ThreadBudget
 from . import faults
 from .backend import load_model_file
 from .embedding import Embedder
+from .prompt_cache import open_cache
 from .sampling import free_sampler, make_sampler, schema_grammar
 from .scheduler import QueueSink, Scheduler, Sequence, Sink
 from .settings import EngineSettings
@@ -86,7 +87,10 @@ class LlamaCppModel:
         self._scheduler = Scheduler(self._ctx, self._vocab, n_vocab=self.n_vocab, n_ctx=n_ctx,
                                     piece=self._piece, settings=settings,
                                     kv_tokens=self._kv_tokens, embedder=self._embedder,
-                                    compute=compute, sink=self._sink)
+                                    compute=compute, sink=self._sink,
+                                    cache=open_cache(settings.prompt_cache_mib,
+                                                     settings.prompt_cache_disk_mib,
+                                                     settings.prompt_cache_dir))
 
     # ---------------------------------------------------------------- model facts, tokenizer
 

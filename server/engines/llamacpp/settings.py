@@ -27,6 +27,14 @@ class EngineSettings:
     #: Decode a small multi-token, multi-sequence batch right after loading, before the model
     #: is reported ready: where llama.cpp's kernels crash on this CPU, they crash here.
     probe: bool = False
+    #: Host RAM for KV states of prompts the slots dropped (prompt_cache.py); 0 = none.
+    prompt_cache_mib: int = 0
+    #: Disk for them (prompt_spill.py) in `prompt_cache_dir`; 0 or no directory = none.
+    prompt_cache_disk_mib: int = 0
+    prompt_cache_dir: str | None = None
+    #: Prompt lookup drafts (speculative.py): "auto" (where they pay for their rows),
+    #: "on" (whenever a match is found), "off".
+    speculative: str = "auto"
 
     @property
     def unified(self) -> bool:
