@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 
 from flask import Flask, Response
@@ -50,9 +49,6 @@ def create_app(settings: Settings | None = None) -> Flask:
                       memory_budget=resolve_budget(settings.memory_budget,
                                                    meminfo("MemAvailable")))
     app.extensions["dmr"] = State(settings, store, runtime)
-    # On a graceful exit, unload the models (their runners save their prompt caches) rather
-    # than let the runners be killed with the worker.
-    atexit.register(runtime.close)
     security_api.register(app, settings.cors_origins, settings.api_keys)
 
     app.register_blueprint(misc.bp)
