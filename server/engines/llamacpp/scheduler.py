@@ -29,7 +29,7 @@ from .sampling import free_sampler, logprobs
 from .sequence import QueueSink, Sequence, Sink
 from .settings import EngineSettings
 from .slots import Slots
-from .speculative import Drafter, SpecStats
+from .speculative import Drafter, SpecStats, StepCost
 
 __all__ = ["QueueSink", "Scheduler", "Sequence", "Sink"]
 
@@ -63,6 +63,7 @@ class Scheduler:
         #: Totals; written by the scheduler thread only, read by stats().
         self._totals = EngineStats()
         self.spec = SpecStats()
+        self._step_cost = StepCost()
         self._thread = threading.Thread(target=self._loop, name="llama-scheduler", daemon=True)
         self._thread.start()
 
@@ -228,9 +229,11 @@ class Scheduler:
         generating = [s.sequence for s in active if s.sequence.pending is not None]
         budget = min(DRAFT_ROWS, n_batch // 2 - len(generating))
         decoding: list[tuple[Sequence, int, list[int]]] = []  # (sequence, first row, draft)
+        rows = len(generating)
         for seq in generating:
-            draft = self._draft(seq, budget, len(generating))
+            draft = self._draft(seq, budget, rows)
             budget -= len(draft)
+            rows += len(draft)
             decoding.append((seq, n, draft))
             put(seq.pending, seq.n_past, seq.slot.seq_id, True)
             for i, tok in enumerate(draft):
@@ -252,6 +255,7 @@ class Scheduler:
         batch.n_tokens = n
         faults.before_decode(n)
         with self._compute:
+            started = time.perf_counter()
             ret = L.llama_decode(self._ctx, batch)
         if ret != 0:
             self._recover_from_full_cache(ret)
@@ -271,8 +275,10 @@ class Scheduler:
                 self._take(seq, self._sample(seq, row), row)
         for seq, row, draft in decoding:
             self._verify(seq, row, draft)
+        if not prefill:  # what a step really costs: the decode, and sampling every row
+            self._step_cost.add(n, time.perf_counter() - started)
 
-    def _draft(self, seq: Sequence, budget: int, width: int) -> list[int]:
+    def _draft(self, seq: Sequence, budget: int, rows: int) -> list[int]:
         """Prompt lookup tokens to verify behind `seq`'s pending token (see speculative.py)."""
         mode = self._settings.speculative
         choice = seq.speculative
@@ -286,7 +292,8 @@ class Scheduler:
             seq.drafter = Drafter(seq.job.prompt + seq.generated)
         else:
             seq.drafter.sync(seq.job.prompt, seq.generated)
-        return seq.drafter.draft(limit, width, always=choice is True or mode == "on")
+        return seq.drafter.draft(limit, rows, self._step_cost.ratio(),
+                                 always=choice is True or mode == "on")
 
     def _verify(self, seq: Sequence, row: int, draft: list[int]) -> None:
         """Sample each decoded row in turn; keep drafted tokens while they equal the sample.

@@ -10,19 +10,21 @@ draft accepted when the sample matches is exactly speculative sampling's accept/
 so temperature 0 gives the same text with and without drafts, and seeded sampling draws the
 same random numbers in the same order.
 
-A draft row is not free: on this CPU a step costs about a + b x rows (a ~ 1.2 b, measured in
-docs/benchmarks.md), so a drafted token is worth its row when the chance that it and all
-before it are accepted, p^i, beats b / (b + a / B) with B sequences in the batch (a saved
-step is shared by all of them). p is each sequence's own acceptance rate so far, starting
-from a prior that grows with the length of the match (a long match is a copy in progress);
-a sequence whose drafts keep failing stops drafting for a while.
-With many streams (B = 8) only drafts that are nearly always right survive, so speculation
-never costs the batch its throughput; prose, where few long n-grams repeat, rarely drafts.
+A draft row is not free. A step costs about a + b x rows: the weights are read once per
+step, each row adds its own arithmetic and logits (a / b is ~1.3 on this CPU, see
+docs/benchmarks.md; StepCost keeps measuring it on the machine as it is, load included). A
+drafted token adds its chance of being kept (p^i for the i-th: p is the sequence's own
+acceptance rate so far (kept given the one before was kept), starting from a prior that grows with the length of the match, since
+a long match is a copy in progress) and one row of cost; it goes in only while that raises
+the step's expected tokens per unit of time. With one stream that means drafts whose first
+token is kept half of the time; with 8 streams in the batch (the step's cost is already
+shared by 8 tokens) only drafts that are nearly always right, so speculation does not cost
+the batch its throughput, and prose, where long n-grams seldom repeat, seldom drafts at all.
+A sequence whose drafts keep failing stops drafting for a while.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 #: Tokens of the n-gram looked up.
@@ -34,8 +36,8 @@ MIN_MATCH = 6
 #: results differ in the last bits (measured), and temperature 0 would no longer give the
 #: same text as decoding one token at a time.
 MAX_DRAFT = 32
-#: Fixed cost of a step in units of one batch row (a / b above).
-STEP_COST = 1.2
+#: a / b before StepCost has measured it.
+STEP_COST = 1.3
 #: Weight, in drafted tokens, of the prior acceptance rate (1 - 1/match length: a long
 #: match is a copy in progress) against what the sequence's drafts really achieved.
 PRIOR_WEIGHT = 4.0
@@ -58,6 +60,7 @@ class Drafter:
         self._index: dict[tuple[int, ...], int] = {}
         self.drafted = 0
         self.accepted = 0
+        self.rejected = 0  # rounds that ended in a mismatch
         self._misses = 0
         self._pause = 0  # tokens to wait before drafting again
         self._pause_len = 8
@@ -84,12 +87,17 @@ class Drafter:
             self.extend((prompt + generated)[known:])
 
     def acceptance(self, match: int) -> float:
+        """The chance that a drafted token is kept given that the one before it was: kept
+        tokens over kept tokens plus rounds cut short by a mismatch (tokens after a mismatch
+        were never tried), with the prior for this match length."""
         prior = 1.0 - 1.0 / match
-        return (self.accepted + prior * PRIOR_WEIGHT) / (self.drafted + PRIOR_WEIGHT)
+        return (self.accepted + prior * PRIOR_WEIGHT) / (
+            self.accepted + self.rejected + PRIOR_WEIGHT)
 
-    def draft(self, limit: int, batch_width: int, always: bool = False) -> list[int]:
-        """Tokens likely to follow, at most `limit`; none when they are not worth their rows
-        in a batch of `batch_width` sequences (`always`: whenever a match is found)."""
+    def draft(self, limit: int, rows: int, cost: float, always: bool = False) -> list[int]:
+        """Tokens likely to follow, at most `limit`; as many as raise the expected tokens per
+        second of a step that already holds `rows` rows, a step costing `cost` rows more
+        (see worth). `always`: as many as the match offers."""
         seq = self.tokens
         if limit <= 0 or self._pause or len(seq) < NGRAM + 1:
             return []
@@ -104,7 +112,7 @@ class Drafter:
             return []
         k = min(limit, MAX_DRAFT, n - j)
         if not always:
-            k = min(k, worth(self.acceptance(match), batch_width))
+            k = min(k, worth(self.acceptance(match), rows, cost))
         return seq[j:j + k] if k > 0 else []
 
     def record(self, drafted: int, accepted: int) -> None:
@@ -113,6 +121,7 @@ class Drafter:
             return
         self.drafted += drafted
         self.accepted += accepted
+        self.rejected += accepted < drafted
         if accepted == 0:
             self._misses += 1
             if self._misses >= MISS_LIMIT:
@@ -124,11 +133,44 @@ class Drafter:
                 self._pause_len = 8
 
 
-def worth(p: float, batch_width: int) -> int:
-    """How many drafted tokens pay for their rows: the largest i with p^i > b / (b + a/B)."""
-    threshold = 1.0 / (1.0 + STEP_COST / max(1, batch_width))
-    if p <= threshold:
-        return 0
-    if p >= 0.999:
-        return MAX_DRAFT
-    return min(MAX_DRAFT, int(math.log(threshold) / math.log(p)))
+def worth(p: float, rows: int, cost: float = STEP_COST) -> int:
+    """How many drafted tokens, each kept with probability p given the one before, raise the
+    expected tokens per unit of time of a step with `rows` rows (about as many tokens) that
+    costs `cost` + rows: the i-th goes in while p^i beats the step's average."""
+    tokens, k = float(rows), 0
+    gain = 1.0
+    while k < MAX_DRAFT:
+        gain *= p
+        if gain <= tokens / (cost + rows + k):
+            break
+        tokens += gain
+        k += 1
+    return k
+
+
+class StepCost:
+    """a / b of `step seconds = a + b x rows`, fitted on the decode steps seen lately (no
+    prompt chunks in them), for drafts to be sized to the machine as it runs."""
+
+    DECAY = 0.995  # each step's weight fades: the last ~200 steps count
+
+    def __init__(self):
+        self._s = [0.0] * 5  # sums of w, w n, w n^2, w t, w n t
+
+    def add(self, rows: int, seconds: float) -> None:
+        d = self.DECAY
+        s = self._s
+        n = float(rows)
+        for i, value in enumerate((1.0, n, n * n, seconds, n * seconds)):
+            s[i] = s[i] * d + value
+
+    def ratio(self) -> float:
+        w, sn, snn, st, snt = self._s
+        spread = w * snn - sn * sn
+        if w < 10 or spread <= 1e-9 * max(1.0, w * snn):  # too few steps, or all the same size
+            return STEP_COST
+        b = (w * snt - sn * st) / spread
+        a = (st - b * sn) / w
+        if b <= 0 or a <= 0:
+            return STEP_COST
+        return min(10.0, max(0.5, a / b))
