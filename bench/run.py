@@ -260,15 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             r = results[name] = {}
             if name != "llama_cpp.server":
                 r["serving"] = serving.measure(server.base, runs, ours=name == "ours")
-            if args.serving_only:
-                continue
-            r["single"] = single(server.base, args.tokens, runs)
-            r["concurrency"] = concurrency(server.base, args.tokens, levels)
-            r["ttft_under_load"] = ttft_under_load(server.base, args.tokens * 4, runs)
-            r["multi_turn"] = multi_turn(server.base)
-            if name == "ours":
-                r["divergence"] = divergence(server.base)
-                r["rss"] = rss_drift(server, 100 if args.quick else args.rss_requests)
+            if not args.serving_only:
+                classic(r, name, server, args, runs, levels)
         finally:
             server.stop()
         if name == "ours":
@@ -284,6 +277,17 @@ def main(argv: list[str] | None = None) -> int:
         report(results)
     serving.report(results)
     return 0
+
+
+def classic(r: dict, name: str, server: ServerProc, args, runs: int, levels: list[int]) -> None:
+    """The workloads of the batching issue: single stream, concurrency, TTFT under load."""
+    r["single"] = single(server.base, args.tokens, runs)
+    r["concurrency"] = concurrency(server.base, args.tokens, levels)
+    r["ttft_under_load"] = ttft_under_load(server.base, args.tokens * 4, runs)
+    r["multi_turn"] = multi_turn(server.base)
+    if name == "ours":
+        r["divergence"] = divergence(server.base)
+        r["rss"] = rss_drift(server, 100 if args.quick else args.rss_requests)
 
 
 def report(r: dict) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import requests
 
 CORES = os.cpu_count() or 1
+#: Threads of every llama.cpp server here: ours reads DMR_THREADS itself, the others get it.
+THREADS = int(os.environ.get("DMR_THREADS") or CORES)
 MODEL = "ai/smollm2"
 
 
@@ -94,8 +96,8 @@ def start_ours_env(store: str, env: dict[str, str]) -> ServerProc:
 def start_llama_cpp_python(gguf: Path) -> ServerProc:
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
-           "--host", "127.0.0.1", "--n_ctx", "4096", "--n_threads", str(CORES),
-           "--n_threads_batch", str(CORES), "--model_alias", MODEL,
+           "--host", "127.0.0.1", "--n_ctx", "4096", "--n_threads", str(THREADS),
+           "--n_threads_batch", str(THREADS), "--model_alias", MODEL,
            "--interrupt_requests", "False"]
     return ServerProc("llama_cpp.server", cmd, port, "/v1/models")
 
@@ -110,6 +112,6 @@ def llama_server_flags() -> list[str]:
 def start_llama_server(binary: str, gguf: Path, extra: list[str] | None = None) -> ServerProc:
     port = free_port()
     cmd = [binary, "-m", str(gguf), "--port", str(port), "--host", "127.0.0.1", "-np", "8",
-           "-c", str(4096 * 8), "-t", str(CORES), "--alias", MODEL, *llama_server_flags(),
+           "-c", str(4096 * 8), "-t", str(THREADS), "--alias", MODEL, *llama_server_flags(),
            *(extra or [])]
     return ServerProc("llama-server", cmd, port, "/health")

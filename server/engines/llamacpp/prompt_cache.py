@@ -68,7 +68,7 @@ class PromptCache:
         self._writes: queue.Queue | None = None
         self._writer: threading.Thread | None = None
         if spill is not None:
-            for disk in spill.entries.values():
+            for disk in list(spill.entries.values()):
                 self._disk[disk.path.name] = Entry(disk.tokens, None, disk, 0)
             self._writes = queue.Queue()
             self._writer = threading.Thread(target=self._write_loop, name="prompt-spill",
@@ -190,7 +190,8 @@ class PromptCache:
                     self._disk[disk.path.name] = entry
                     self.stats.spilled += 1
                 # the write may have removed files (prefixes of this one, or over the bound)
-                for name in [n for n in self._disk if n not in self.spill.entries]:
+                on_disk = self.spill.names()
+                for name in [n for n in self._disk if n not in on_disk]:
                     self._disk.pop(name)
 
     def snapshot(self) -> CacheStats:

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from array import array
@@ -50,12 +51,14 @@ def name_of(tokens: list[int]) -> str:
 
 
 class SpillDir:
-    """A directory of cached prompt states, at most `max_bytes` of files."""
+    """A directory of cached prompt states, at most `max_bytes` of files. Written from the
+    prompt cache's spill thread and read from the scheduler's: one lock guards the index."""
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int):
         self.dir = Path(directory)
         self.max_bytes = max_bytes
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
         self.entries: dict[str, DiskEntry] = {}
         self._scan()
         self.trim()
@@ -98,7 +101,12 @@ class SpillDir:
         return DiskEntry(tokens.tolist(), path, n_data, mtime)
 
     def total(self) -> int:
-        return sum(e.file_bytes for e in self.entries.values())
+        with self._lock:
+            return sum(e.file_bytes for e in self.entries.values())
+
+    def names(self) -> set[str]:
+        with self._lock:
+            return set(self.entries)
 
     # ------------------------------------------------------------------ write, read, drop
 
@@ -125,10 +133,11 @@ class SpillDir:
             log.warning("prompt cache: could not write %s: %s", name, exc)
             _unlink(tmp)
             return None
-        self.entries[name] = entry
-        self._drop_prefixes_of(entry)
-        self.trim()
-        return entry if name in self.entries else None
+        with self._lock:
+            self.entries[name] = entry
+            self._drop_prefixes_of(entry)
+            self.trim()
+            return entry if name in self.entries else None
 
     def read(self, entry: DiskEntry) -> bytearray | None:
         """The state of `entry`, checked; None (and the file removed) when it is damaged."""
@@ -163,25 +172,29 @@ class SpillDir:
             pass
 
     def remove(self, entry: DiskEntry) -> None:
-        self.entries.pop(entry.path.name, None)
+        with self._lock:
+            self.entries.pop(entry.path.name, None)
         _unlink(entry.path)
 
     def _drop_prefixes_of(self, entry: DiskEntry) -> None:
         """A file whose tokens are a prefix of a newer one's holds nothing the newer lacks."""
         n = len(entry.tokens)
-        for other in list(self.entries.values()):
+        with self._lock:
+            others = list(self.entries.values())
+        for other in others:
             k = len(other.tokens)
             if other is not entry and k <= n and other.tokens == entry.tokens[:k]:
                 self.remove(other)
 
     def trim(self) -> None:
         """Remove least recently used files until the directory fits its bound."""
-        total = self.total()
-        for entry in sorted(self.entries.values(), key=lambda e: e.used):
-            if total <= self.max_bytes:
-                break
-            total -= entry.file_bytes
-            self.remove(entry)
+        with self._lock:
+            total = self.total()
+            for entry in sorted(self.entries.values(), key=lambda e: e.used):
+                if total <= self.max_bytes:
+                    break
+                total -= entry.file_bytes
+                self.remove(entry)
 
 
 def _unlink(path: Path) -> None:

@@ -292,7 +292,7 @@ class Scheduler:
             seq.drafter = Drafter(seq.job.prompt + seq.generated)
         else:
             seq.drafter.sync(seq.job.prompt, seq.generated)
-        return seq.drafter.draft(limit, rows, self._step_cost.ratio(),
+        return seq.drafter.draft(limit, rows, self._step_cost,
                                  always=choice is True or mode == "on")
 
     def _verify(self, seq: Sequence, row: int, draft: list[int]) -> None:

@@ -10,17 +10,16 @@ draft accepted when the sample matches is exactly speculative sampling's accept/
 so temperature 0 gives the same text with and without drafts, and seeded sampling draws the
 same random numbers in the same order.
 
-A draft row is not free. A step costs about a + b x rows: the weights are read once per
-step, each row adds its own arithmetic and logits (a / b is ~1.3 on this CPU, see
-docs/benchmarks.md; StepCost keeps measuring it on the machine as it is, load included). A
-drafted token adds its chance of being kept (p^i for the i-th: p is the sequence's own
-acceptance rate so far (kept given the one before was kept), starting from a prior that grows with the length of the match, since
-a long match is a copy in progress) and one row of cost; it goes in only while that raises
-the step's expected tokens per unit of time. With one stream that means drafts whose first
-token is kept half of the time; with 8 streams in the batch (the step's cost is already
-shared by 8 tokens) only drafts that are nearly always right, so speculation does not cost
-the batch its throughput, and prose, where long n-grams seldom repeat, seldom drafts at all.
-A sequence whose drafts keep failing stops drafting for a while.
+A draft row is not free, and what it costs depends on the machine: StepCost measures what
+steps of each size take, as the server runs. A draft of k tokens adds p + p^2 + ... + p^k
+expected tokens to its step (p: the chance that a drafted token is kept given the one before
+was, the sequence's own record so far, starting from a prior that grows with the length of
+the match, since a long match is a copy in progress) and k rows to its cost; the scheduler
+drafts the k that makes the step's expected tokens per second highest, none when no draft
+beats the step without one. With 8 streams in a step its cost is shared by 8 tokens, so only
+drafts that are nearly always right go in and the batch keeps its throughput; prose, where
+long n-grams seldom repeat, seldom drafts at all. A sequence whose drafts keep failing stops
+drafting for a while.
 """
 
 from __future__ import annotations
@@ -94,10 +93,10 @@ class Drafter:
         return (self.accepted + prior * PRIOR_WEIGHT) / (
             self.accepted + self.rejected + PRIOR_WEIGHT)
 
-    def draft(self, limit: int, rows: int, cost: float, always: bool = False) -> list[int]:
-        """Tokens likely to follow, at most `limit`; as many as raise the expected tokens per
-        second of a step that already holds `rows` rows, a step costing `cost` rows more
-        (see worth). `always`: as many as the match offers."""
+    def draft(self, limit: int, rows: int, cost, always: bool = False) -> list[int]:
+        """Tokens likely to follow, at most `limit`; as many as make the expected tokens per
+        second of a step that already holds `rows` rows highest (see worth; `cost(n)` is a
+        step of n rows). `always`: as many as the match offers."""
         seq = self.tokens
         if limit <= 0 or self._pause or len(seq) < NGRAM + 1:
             return []
@@ -133,44 +132,70 @@ class Drafter:
                 self._pause_len = 8
 
 
-def worth(p: float, rows: int, cost: float = STEP_COST) -> int:
-    """How many drafted tokens, each kept with probability p given the one before, raise the
-    expected tokens per unit of time of a step with `rows` rows (about as many tokens) that
-    costs `cost` + rows: the i-th goes in while p^i beats the step's average."""
-    tokens, k = float(rows), 0
-    gain = 1.0
-    while k < MAX_DRAFT:
+def worth(p: float, rows: int, cost) -> int:
+    """How many drafted tokens to add to a step that already has `rows` rows (about as many
+    tokens), each kept with probability p given the one before: the count that makes the
+    step's expected tokens per second highest, `cost(n)` being what a step of n rows costs.
+    0 when no draft beats the step without one."""
+    best_k, best = 0, rows / cost(rows)
+    tokens, gain = float(rows), 1.0
+    for k in range(1, MAX_DRAFT + 1):
         gain *= p
-        if gain <= tokens / (cost + rows + k):
-            break
         tokens += gain
-        k += 1
-    return k
+        rate = tokens / cost(rows + k)
+        if rate > best:
+            best_k, best = k, rate
+    return best_k
 
 
 class StepCost:
-    """a / b of `step seconds = a + b x rows`, fitted on the decode steps seen lately (no
-    prompt chunks in them), for drafts to be sized to the machine as it runs."""
+    """What a decode step of n rows costs on this machine as it runs (its load included),
+    measured: the recent mean time of the steps seen in each range of row counts (steps
+    with prompt chunks left out). Where nothing was measured yet, `a + b x rows` with
+    a / b = STEP_COST, scaled to the nearest measurement.
 
-    DECAY = 0.995  # each step's weight fades: the last ~200 steps count
+    Measured here: the shape is not a line. With one llama.cpp thread a second row costs as
+    much as the first (decode is compute-bound), while 33 rows cost 17x one row, not 33x: so
+    short drafts lose and long ones win, which a fitted line would not tell."""
+
+    EDGES = (1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513)
+    WEIGHT = 0.2  # of each new step in its range's mean
 
     def __init__(self):
-        self._s = [0.0] * 5  # sums of w, w n, w n^2, w t, w n t
+        n = len(self.EDGES)
+        self._rows = [0.0] * n
+        self._secs = [0.0] * n
+        self._count = [0] * n
+        self._points: list[tuple[float, float]] | None = []
+
+    def _bucket(self, rows: int) -> int:
+        i = 0
+        while i + 1 < len(self.EDGES) and rows >= self.EDGES[i + 1]:
+            i += 1
+        return i
 
     def add(self, rows: int, seconds: float) -> None:
-        d = self.DECAY
-        s = self._s
-        n = float(rows)
-        for i, value in enumerate((1.0, n, n * n, seconds, n * seconds)):
-            s[i] = s[i] * d + value
+        i = self._bucket(rows)
+        self._count[i] += 1
+        w = max(self.WEIGHT, 1.0 / self._count[i])
+        self._rows[i] += w * (rows - self._rows[i])
+        self._secs[i] += w * (seconds - self._secs[i])
+        self._points = None
 
-    def ratio(self) -> float:
-        w, sn, snn, st, snt = self._s
-        spread = w * snn - sn * sn
-        if w < 10 or spread <= 1e-9 * max(1.0, w * snn):  # too few steps, or all the same size
-            return STEP_COST
-        b = (w * snt - sn * st) / spread
-        a = (st - b * sn) / w
-        if b <= 0 or a <= 0:
-            return STEP_COST
-        return min(10.0, max(0.5, a / b))
+    def points(self) -> list[tuple[float, float]]:
+        if self._points is None:
+            self._points = [(r, t) for r, t, c in zip(self._rows, self._secs, self._count,
+                                                       strict=True) if c >= 2 and t > 0]
+        return self._points
+
+    def __call__(self, n: int) -> float:
+        points = self.points()
+        if not points:
+            return STEP_COST + n
+        if n <= points[0][0] or len(points) == 1 or n >= points[-1][0]:
+            r, t = points[0] if n <= points[0][0] else points[-1]
+            return t * (STEP_COST + n) / (STEP_COST + r)
+        for (r0, t0), (r1, t1) in zip(points, points[1:], strict=False):
+            if r0 <= n <= r1:
+                return t0 + (t1 - t0) * (n - r0) / max(1e-9, r1 - r0)
+        return STEP_COST + n  # not reached
