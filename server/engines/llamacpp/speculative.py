@@ -30,11 +30,12 @@ from dataclasses import dataclass
 NGRAM = 4
 #: A match must extend at least this many tokens back before anything is drafted.
 MIN_MATCH = 6
-#: Most tokens drafted for one sequence in one step. It must stay below 63: with 64 or more
-#: rows of one sequence in a batch, llama.cpp's CPU attention takes another path whose
-#: results differ in the last bits (measured), and temperature 0 would no longer give the
-#: same text as decoding one token at a time.
-MAX_DRAFT = 32
+#: Most tokens drafted for one sequence in one step: its pending token and the draft stay
+#: below 64 rows. With 64 or more rows of one sequence in a batch, llama.cpp's CPU attention
+#: takes another path whose results differ in the last bits (measured: identical logits up
+#: to 63 rows, not at 64), and temperature 0 would no longer give the same text as decoding
+#: one token at a time.
+MAX_DRAFT = 62
 #: a / b before StepCost has measured it.
 STEP_COST = 1.3
 #: Weight, in drafted tokens, of the prior acceptance rate (1 - 1/match length: a long
