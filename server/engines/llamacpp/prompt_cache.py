@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .prompt_spill import DiskEntry, SpillDir
+from .prompt_spill import DiskEntry, SpillDir, prune_siblings
 from .sequence import lcp
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,7 @@ def open_cache(ram_mib: int, disk_mib: int, directory: str | None) -> PromptCach
     spill = None
     if disk_mib > 0 and directory:
         try:
+            prune_siblings(directory, disk_mib << 20)
             spill = SpillDir(directory, disk_mib << 20)
         except OSError as exc:
             log.warning("prompt cache: no disk spill in %s: %s", directory, exc)

@@ -204,3 +204,35 @@ def _unlink(path: Path) -> None:
         pass
     except OSError as exc:
         log.warning("prompt cache: could not remove %s: %s", path, exc)
+
+
+def prune_siblings(directory: str | os.PathLike, max_bytes: int,
+                   max_age: float = 30 * 86400) -> None:
+    """Bound the prompt caches of other models and layouts beside `directory` (a deleted
+    model's, a model loaded with other slots or context): whole directories go, those
+    untouched longest first, until all of them together fit `max_bytes`; any untouched for
+    `max_age` seconds goes anyway. `directory` itself is never touched here."""
+    own = Path(directory)
+    root = own.parent
+    if not root.is_dir():
+        return
+    dirs = []
+    for path in root.iterdir():
+        if not path.is_dir() or path == own:
+            continue
+        files = [f for f in path.iterdir() if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+        newest = max((f.stat().st_mtime for f in files), default=path.stat().st_mtime)
+        dirs.append((newest, size, path))
+    total = sum(size for _, size, _ in dirs)
+    now = time.time()
+    for newest, size, path in sorted(dirs):
+        if total <= max_bytes and now - newest < max_age:
+            break
+        for f in path.iterdir():
+            _unlink(f)
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+        total -= size

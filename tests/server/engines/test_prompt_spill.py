@@ -85,3 +85,19 @@ def test_a_restored_entry_leaves_ram_when_the_slot_holds_all_of_it():
     entry, n = cache.lookup(TOKENS + [1], better_than=0)
     assert cache.take(entry, n) == bytearray(b"x" * 100)
     assert cache.snapshot().entries == 0  # the slot's cells are the copy now
+
+
+def test_other_models_caches_are_bounded_oldest_first(tmp_path):
+    from server.engines.llamacpp.prompt_spill import prune_siblings
+
+    for i, age in enumerate((300, 200, 100)):  # three other models' caches, 10 kB each
+        d = tmp_path / f"model-{i}"
+        d.mkdir()
+        f = d / "x.kv"
+        f.write_bytes(bytes(10_000))
+        os.utime(f, (f.stat().st_mtime - age,) * 2)
+    own = tmp_path / "loading"
+    own.mkdir()
+    (own / "y.kv").write_bytes(bytes(50_000))
+    prune_siblings(own, 25_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loading", "model-1", "model-2"]
