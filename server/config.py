@@ -60,6 +60,54 @@ def parse_duration(value: Any) -> float:
     return -total if negative else total
 
 
+def meminfo(key: str) -> int:
+    """A /proc/meminfo figure in bytes (MemTotal, MemAvailable); 0 where there is none."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def default_prompt_cache_mib() -> int:
+    """1/16 of the machine's RAM, between 256 MiB and 8 GiB (llama-server's --cache-ram)."""
+    total = meminfo("MemTotal") >> 20
+    return max(256, min(8192, total // 16)) if total else 1024
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from a size: 123 (bytes), "512MiB", "8GB", "4g", "75%" (of the machine's RAM);
+    "auto" = -1 (decided at start), "0"/"off"/"none" = 0 (no limit)."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid size: {value!r}")
+    if isinstance(value, int | float):
+        return int(value)
+    text = str(value).strip().lower().replace(" ", "")
+    if text == "auto":
+        return -1
+    if text in ("0", "off", "none", "unlimited"):
+        return 0
+    if text.endswith("%"):
+        share = float(text[:-1])
+        if not 0 < share <= 100:
+            raise ValueError(f"invalid size: {value!r} (a share of RAM is 1-100%)")
+        return int(meminfo("MemTotal") * share / 100)
+    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
+             "mb": 1000 ** 2, "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30,
+             "t": 1 << 40, "tb": 1000 ** 4, "tib": 1 << 40}
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number):]
+    if unit not in units or not number:
+        raise ValueError(f"invalid size: {value!r} (use bytes or a unit: MiB, GiB, ...)")
+    size = float(number) * units[unit]
+    if math.isnan(size) or size < 0:
+        raise ValueError(f"invalid size: {value!r}")
+    return int(size)
+
+
 @dataclass
 class Settings:
     host: str = "127.0.0.1"
@@ -92,6 +140,18 @@ class Settings:
     #: restarted until the window has passed (503 with the reason); 0 = always restart.
     crash_loop_limit: int = 3
     crash_loop_window: float = 60.0
+    #: Host RAM per model for KV states of prompts its slots dropped (conversations beyond
+    #: the slots resume without a full prefill); 0 = none. Default: 1/16 of RAM, 256-8192.
+    prompt_cache_mib: int = field(default_factory=default_prompt_cache_mib)
+    #: Disk per model for them, under <models dir>/prompt-cache: a restart keeps warm
+    #: conversations. 0 = no disk.
+    prompt_cache_disk_mib: int = 2048
+    #: Prompt lookup (n-gram) speculative decoding: auto (where drafts pay for their rows),
+    #: on, off. Requests may opt out (`speculative: false`).
+    speculative: str = "auto"
+    #: RAM all loaded models may take together (their estimates, see docs/configuration.md);
+    #: -1 = auto (90% of the RAM available when the server starts), 0 = no limit.
+    memory_budget: int = -1
     #: Idle seconds before a loaded model is unloaded; negative keeps it forever.
     keep_alive: float = 300.0
     max_body_bytes: int = 10 * 1024 * 1024
@@ -199,6 +259,10 @@ _ENV = {
     "DMR_RESPONSES_MAX_COUNT": "responses_max_count",
     "DMR_RESPONSES_MAX_BYTES": "responses_max_bytes",
     "DMR_RESPONSES_TTL": "responses_ttl",
+    "DMR_PROMPT_CACHE_MIB": "prompt_cache_mib",
+    "DMR_PROMPT_CACHE_DISK_MIB": "prompt_cache_disk_mib",
+    "DMR_SPECULATIVE": "speculative",
+    "DMR_MEMORY_BUDGET": "memory_budget",
 }
 
 
@@ -216,8 +280,16 @@ def _coerce(key: str, value: Any) -> Any:
         return parse_duration(value)
     if key in ("port", "context_size", "parallel", "threads", "max_body_bytes", "http_threads",
                "max_queue", "kv_cache_tokens", "crash_loop_limit", "responses_max_count",
-               "responses_max_bytes", "recorder_size"):
+               "responses_max_bytes", "recorder_size", "prompt_cache_mib",
+               "prompt_cache_disk_mib"):
         return int(value)
+    if key == "memory_budget":
+        return parse_size(value)
+    if key == "speculative":
+        text = {True: "on", False: "off"}.get(value, str(value).strip().lower())
+        if text not in ("auto", "on", "off"):
+            raise ValueError(f"speculative must be auto, on or off, not {value!r}")
+        return text
     if key in ("cors_origins", "api_keys", "allowed_hosts"):
         items = value.split(",") if isinstance(value, str) else list(value or [])
         return [str(item).strip() for item in items if str(item).strip()]

@@ -49,3 +49,17 @@ class TimeoutThreadWorker(ThreadWorker):
         # TConn.init() makes the socket blocking with no timeout each time a request starts.
         conn.sock.settimeout(CLIENT_TIMEOUT if CLIENT_TIMEOUT > 0 else None)
         return super().handle(conn)
+
+    def run(self) -> None:
+        """Serve; once the requests in flight are done (graceful stop), unload the models,
+        so each runner saves its prompt cache instead of dying with this process (its
+        parent-death signal fires when Python's exit joins the thread that started it)."""
+        try:
+            super().run()
+        finally:
+            state = getattr(self.wsgi, "extensions", {}).get("dmr")
+            if state is not None:
+                try:
+                    state.runtime.close()
+                except Exception:  # exiting anyway
+                    logging.getLogger(__name__).exception("unloading the models failed")

@@ -73,6 +73,7 @@ _ERRORS = {  # core error kind -> (HTTP status, Claude's error type)
     "overloaded": (529, "overloaded_error"),
     "runner_crashed": (500, "api_error"),
     "runner_crash_loop": (503, "api_error"),
+    "insufficient_memory": (507, "api_error"),
     "server_error": (500, "api_error"),
 }
 
@@ -352,7 +353,7 @@ def parse_messages(body: dict[str, Any], engine: str | None,
     _check_thinking(body, thinking)
     sampling = Sampling(max_tokens=body["max_tokens"],
                         stop=list(body.get("stop_sequences") or []), **_SAMPLING_DEFAULTS)
-    for key in ("temperature", "top_p", "top_k"):
+    for key in ("temperature", "top_p", "top_k", "speculative"):
         if key in body:
             setattr(sampling, key, body[key])
     sampling.explicit = frozenset({"max_tokens", *(k for k in ("temperature", "top_p", "top_k")

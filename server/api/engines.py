@@ -88,6 +88,7 @@ def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
         "kv_cache_tokens": stats.kv_cache_tokens if stats else None,
         "kv_cache_size": stats.kv_cache_size if stats else None,
         **_runner_fields(entry.model),
+        **memory_fields(entry),
     }
 
 
@@ -95,6 +96,17 @@ def _ps_entry(entry: LoadedEntry) -> dict[str, Any]:
 _SHOWN_SETTINGS = ("parallel", "threads", "threads_batch", "n_batch", "mlock", "mmap",
                    "rope_scaling", "rope_freq_base", "rope_freq_scale", "n_gpu_layers",
                    "main_gpu", "split_mode")
+def memory_fields(entry: LoadedEntry) -> dict[str, Any]:
+    """Ours: the estimate the memory budget counted, and what the runner really holds."""
+    out: dict[str, Any] = {}
+    if entry.memory is not None:
+        out["memory_estimate"] = entry.memory.total
+        out["memory_estimate_parts"] = dict(entry.memory.parts)
+    rss = getattr(entry.model, "rss", None)
+    value = rss() if rss is not None else None
+    if value is not None:
+        out["memory_rss"] = value
+    return out
 
 
 def _runner_fields(model: Any) -> dict[str, Any]:

@@ -45,6 +45,19 @@ _SERIES = [
      lambda s: s.requests_processing),
     ("requests_deferred", "gauge", "Number of requests deferred.",
      lambda s: s.requests_deferred),
+    # Ours: the prompt cache beyond the slots, and speculative decoding.
+    ("prompt_cache_hits", "counter", "Prompts restored from the prompt cache.",
+     lambda s: s.prompt_cache_hits),
+    ("prompt_cache_restored_tokens", "counter", "Prompt tokens restored instead of prefilled.",
+     lambda s: s.prompt_cache_restored_tokens),
+    ("prompt_cache_bytes", "gauge", "Host RAM held by the prompt cache.",
+     lambda s: s.prompt_cache_bytes),
+    ("prompt_cache_disk_bytes", "gauge", "Disk held by the prompt cache.",
+     lambda s: s.prompt_cache_disk_bytes),
+    ("draft_tokens", "counter", "Speculative (prompt lookup) tokens verified.",
+     lambda s: s.draft_tokens),
+    ("draft_accepted_tokens", "counter", "Speculative tokens accepted.",
+     lambda s: s.draft_accepted),
 ]
 
 

@@ -45,7 +45,7 @@ DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
 
 #: Options passed straight to Sampling under the same name.
 _SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "presence_penalty",
-                  "frequency_penalty")
+                  "frequency_penalty", "speculative")
 
 #: repeat_last_n -1 means "the whole context"; the penalty window is capped at this.
 _MAX_REPEAT_WINDOW = 4096

@@ -179,4 +179,18 @@ def ps_entry(entry: LoadedEntry) -> dict[str, Any]:
         "expires_at": expires,
         "size_vram": 0,
         "context_length": info.n_ctx,
+        **_memory(entry),
     }
+
+
+def _memory(entry: LoadedEntry) -> dict[str, Any]:
+    """Ours: the estimate the memory budget counts (also Ollama's `size`, the model's
+    footprint in memory) and the runner's measured resident memory."""
+    out: dict[str, Any] = {}
+    if entry.memory is not None:
+        out["size"] = out["memory_estimate"] = entry.memory.total
+    rss = getattr(entry.model, "rss", None)
+    value = rss() if rss is not None else None
+    if value is not None:
+        out["memory_rss"] = value
+    return out

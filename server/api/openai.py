@@ -68,6 +68,7 @@ _ERROR_TYPES = {
     "model_load_failed": "invalid_request_error",
     "runner_crashed": "server_error",
     "runner_crash_loop": "server_error",
+    "insufficient_memory": "server_error",
     "server_error": "server_error",
 }
 
@@ -78,7 +79,8 @@ def error_body(exc: DMRError) -> dict[str, Any]:
             "request_timeout": "request_timeout",
             "model_load_failed": "model_load_failed",
             "runner_crashed": "runner_crashed",
-            "runner_crash_loop": "runner_crash_loop"}.get(exc.kind)
+            "runner_crash_loop": "runner_crash_loop",
+            "insufficient_memory": "insufficient_memory"}.get(exc.kind)
     error = {"message": exc.message, "type": _ERROR_TYPES.get(exc.kind, "server_error"),
              "param": exc.param, "code": code}
     error.update(exc.details)
@@ -115,7 +117,7 @@ def _unexpected(exc: Exception):
 
 
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
-                  "frequency_penalty", "repeat_penalty", "seed")
+                  "frequency_penalty", "repeat_penalty", "seed", "speculative")
 
 
 def _sampling(body: dict[str, Any], max_tokens: int | None) -> Sampling:

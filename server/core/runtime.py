@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store.store import ModelStore, StoredModel
+from . import memory
 from .errors import (
     EngineFailure,
     EngineNotFound,
@@ -73,6 +74,8 @@ class LoadedEntry:
     in_use: int = 0
     #: The artifact's template layer, read once at load (it wins over the GGUF's, DMR's rule).
     template_layer: str | None = None
+    #: The engine's estimate of the RAM it takes (engines.base.MemoryEstimate), or None.
+    memory: Any = None
 
     def expires_at(self) -> float | None:
         """Wall-clock time at which an idle model will be unloaded; None = never/busy."""
@@ -144,8 +147,11 @@ class Runtime:
     def __init__(self, store: ModelStore, engines: dict[str, Any], *, keep_alive: float,
                  janitor_interval: float = 1.0, configs: Any = None,
                  crash_loop_limit: int = 3, crash_loop_window: float = 60.0,
-                 remotes: dict[str, Any] | None = None):
+                 remotes: dict[str, Any] | None = None, memory_budget: int = 0):
         self.store = store
+        #: Bytes the loaded models' estimates may add up to (core/memory.py); 0 = no limit.
+        self.memory_budget = memory_budget
+        self._reserved: dict[tuple[str, str], int] = {}  # estimates of loads in progress
         self.crashes = CrashLog(crash_loop_limit, crash_loop_window)
         self.engines = engines
         #: Remote engines (engines.remote.RemoteEngine) by name: they forward to upstreams at
@@ -210,8 +216,13 @@ class Runtime:
                 if configured is not None:
                     options.update(configured.load_options())
                 _check_file(stored)
-                model = self.engines[engine_name].load(str(stored.gguf_path), name=stored.name,
-                                                       **options)
+                estimate = self._fit(key, stored, engine_name, options)
+                try:
+                    model = self.engines[engine_name].load(str(stored.gguf_path),
+                                                           name=stored.name, **options)
+                finally:
+                    with self._lock:
+                        self._reserved.pop(key, None)
             except RunnerCrashed as exc:
                 with self._lock:
                     self.crashes.add(stored.id, exc)
@@ -219,7 +230,7 @@ class Runtime:
             except ModelLoadFailed as exc:
                 log.warning("cannot load %s: %s", stored.name, exc.reason)
                 raise ModelLoadFailed(stored.name, exc.reason) from exc
-            except EngineFailure:
+            except (EngineFailure, memory.InsufficientMemory, memory.MemoryBusy):
                 raise
             except Exception as exc:
                 raise EngineFailure(f"could not load {stored.name}: {exc}") from exc
@@ -233,7 +244,7 @@ class Runtime:
                     keep_alive = configured.keep_alive
             entry = LoadedEntry(stored, engine_name, model, keep_alive,
                                 time.time(), seconds, in_use=1,
-                                template_layer=template_layer(stored))
+                                template_layer=template_layer(stored), memory=estimate)
             with self._lock:
                 self._loaded[key] = entry
             return Lease(entry, seconds)
@@ -248,6 +259,28 @@ class Runtime:
         except Exception:  # a config written by an older server: its flags load as they can
             flags = None
         return model_defaults.for_model(stored.config, flags, str(stored.gguf_path))
+    def _fit(self, key: tuple[str, str], stored: StoredModel, engine_name: str,
+             options: dict[str, Any]) -> Any:
+        """The model's memory estimate, once it fits the budget: idle models are unloaded
+        (least recently used first) to make room; InsufficientMemory or MemoryBusy when
+        that is not enough (core/memory.py). The estimate stays reserved while it loads."""
+        estimate_fn = getattr(self.engines[engine_name], "estimate", None)
+        if estimate_fn is None:
+            return None
+        estimate = estimate_fn(str(stored.gguf_path), name=stored.name, **options)
+        with self._lock:
+            loaded = [e for k, e in self._loaded.items() if k != key and _alive(e)]
+            victims = memory.plan(stored.name, estimate.total, estimate.describe(),
+                                  self.memory_budget, loaded, sum(self._reserved.values()),
+                                  lambda e: not e.in_use and not e.model.busy())
+            for victim in victims:
+                self._loaded.pop((victim.stored.id, victim.engine), None)
+            self._reserved[key] = estimate.total
+        for victim in victims:
+            log.info("unloading idle %s to make room for %s (memory budget %s)",
+                     victim.stored.name, stored.name, memory.format_bytes(self.memory_budget))
+            victim.model.unload()
+        return estimate
 
     def release(self, lease: Lease) -> None:
         with self._lock:

@@ -79,6 +79,9 @@ class Sampling:
     #: The fields the request itself set (a model's defaults never replace them); None when
     #: the dialect does not say, then fields still at their default values count as unset.
     explicit: frozenset[str] | None = None
+    #: Speculative (prompt lookup) decoding: False opts out, True drafts whenever it can,
+    #: None leaves it to the server's `speculative` setting.
+    speculative: bool | None = None
 
 
 @dataclass

@@ -87,6 +87,37 @@ class EngineStats:
     requests_deferred: int = 0  # now: waiting for a slot
     kv_cache_tokens: int = 0  # now: tokens held in the KV cache
     kv_cache_size: int = 0  # the KV cache's cells
+    prompt_cache_hits: int = 0  # prompts that started from a state the slots had dropped
+    prompt_cache_restored_tokens: int = 0
+    prompt_cache_bytes: int = 0  # now: host RAM holding such states
+    prompt_cache_disk_bytes: int = 0  # now: their files on disk
+    draft_tokens: int = 0  # speculative tokens verified
+    draft_accepted: int = 0  # of which kept
+
+
+@dataclass
+class MemoryEstimate:
+    """The RAM a model takes once loaded, by part, in bytes (engines estimate it from the
+    model file's header and their settings, before loading)."""
+
+    parts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        detail = ", ".join(f"{name.replace('_', ' ')} {format_bytes(n)}"
+                           for name, n in self.parts.items() if n)
+        return f"{format_bytes(self.total)} ({detail})"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 class TokenStream(Protocol):

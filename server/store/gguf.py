@@ -47,6 +47,13 @@ def _string(fh: BinaryIO) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+class _Skipped:
+    """A long array that was not read (token lists, merges): only its length is kept."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+
 def _value(fh: BinaryIO, vtype: int) -> Any:
     if vtype in _SCALARS:
         return _read(fh, _SCALARS[vtype])
@@ -61,12 +68,13 @@ def _value(fh: BinaryIO, vtype: int) -> Any:
         else:
             for _ in range(count):
                 _value(fh, itype)
-        return None
+        return _Skipped(count)
     raise GGUFError(f"unknown GGUF value type {vtype}")
 
 
-def read_header(path: str) -> tuple[dict[str, Any], int]:
-    """Return (metadata, parameter count). Raises GGUFError for a file that is not GGUF."""
+def read_header(path: str, lengths: dict[str, int] | None = None) -> tuple[dict[str, Any], int]:
+    """Return (metadata, parameter count). Raises GGUFError for a file that is not GGUF.
+    `lengths`, when given, receives the length of each array too long to be kept."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
             raise GGUFError(f"{path} is not a GGUF file")
@@ -78,7 +86,10 @@ def read_header(path: str) -> tuple[dict[str, Any], int]:
         for _ in range(n_kv):
             key = _string(fh)
             value = _value(fh, _read(fh, "<I"))
-            if value is not None:
+            if isinstance(value, _Skipped):
+                if lengths is not None:
+                    lengths[key] = value.count
+            elif value is not None:
                 meta[key] = value
         params = 0
         for _ in range(n_tensors):

@@ -7,6 +7,7 @@ runner that crashes in its start-up probe is started again with them off.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import tempfile
@@ -14,12 +15,28 @@ from pathlib import Path
 from typing import Any
 
 from .. import cpu
+from ..base import MemoryEstimate
 from ..runner.supervisor import ProbeCrashed, RunnerModel
+from . import memory
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
 RUNNER_MODES = ("process", "inprocess")
+
+
+def prompt_cache_key(path: str, name: str, settings: EngineSettings) -> str:
+    """The prompt cache's directory name: saved KV states fit only the same weights and the
+    same cache layout (llama.cpp checks the layout again when it restores one)."""
+    try:
+        stat = os.stat(path)
+        ident = f"{os.path.realpath(path)}:{stat.st_size}"
+    except OSError:
+        ident = path
+    layout = (f"{name}|{ident}|ctx={settings.context_size}|np={settings.parallel}"
+              f"|unified={settings.unified}|kv={settings.kv_tokens}")
+    slug = "".join(c if c.isalnum() else "-" for c in name)[:40].strip("-")
+    return f"{slug}-{hashlib.sha256(layout.encode()).hexdigest()[:12]}"
 
 
 class LlamaCppEngine:
@@ -57,8 +74,8 @@ class LlamaCppEngine:
                           build=cpu.build_id(), verdicts=self._verdicts,
                           supervised=self.runner == "process")
 
-    def load(self, path: str, *, name: str | None = None, context_size: int | None = None,
-             extra_buffers: str | None = None, **overrides: Any):
+    def _settings_for(self, path: str, name: str, context_size: int | None,
+                      overrides: dict[str, Any]) -> EngineSettings:
         """`overrides` (parallel, threads, n_batch, ...) come from a model's configured flags;
         threads beyond the server's own (never more than the cores) are cut to them."""
         for key in ("threads", "threads_batch"):
@@ -67,7 +84,22 @@ class LlamaCppEngine:
         settings = dataclasses.replace(self.settings, **overrides)
         if context_size:
             settings = dataclasses.replace(settings, context_size=context_size)
+        if self._state_dir is not None and settings.prompt_cache_disk_mib > 0:
+            settings = dataclasses.replace(settings, prompt_cache_dir=str(
+                self._state_dir / "prompt-cache" / prompt_cache_key(path, name, settings)))
+        return settings
+
+    def estimate(self, path: str, *, name: str | None = None, context_size: int | None = None,
+                 extra_buffers: str | None = None, **overrides: Any) -> MemoryEstimate:
+        """The RAM a load with these options will take (engines/llamacpp/memory.py)."""
+        return memory.estimate(path, self._settings_for(path, name or Path(path).name,
+                                                        context_size, overrides))
+
+    def load(self, path: str, *, name: str | None = None, context_size: int | None = None,
+             extra_buffers: str | None = None, **overrides: Any):
+        """`overrides` (parallel, threads, n_batch) come from a model's configured flags."""
         name = name or Path(path).name
+        settings = self._settings_for(path, name, context_size, overrides)
         decision = self.decide(extra_buffers)
         if self.runner == "inprocess":
             from .model import LlamaCppModel

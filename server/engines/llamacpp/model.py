@@ -20,6 +20,7 @@ from . import faults
 from .backend import load_model_file
 from .embedding import Embedder
 from .grammar import schema_grammar
+from .prompt_cache import open_cache
 from .sampling import check_grammar, free_sampler, make_sampler
 from .scheduler import QueueSink, Scheduler, Sequence, Sink
 from .settings import EngineSettings
@@ -92,7 +93,10 @@ class LlamaCppModel:
         self._scheduler = Scheduler(self._ctx, self._vocab, n_vocab=self.n_vocab, n_ctx=n_ctx,
                                     piece=self._piece, settings=settings,
                                     kv_tokens=self._kv_tokens, embedder=self._embedder,
-                                    compute=compute, sink=self._sink)
+                                    compute=compute, sink=self._sink,
+                                    cache=open_cache(settings.prompt_cache_mib,
+                                                     settings.prompt_cache_disk_mib,
+                                                     settings.prompt_cache_dir))
 
     # ---------------------------------------------------------------- model facts, tokenizer
 

@@ -1,9 +1,10 @@
 """The scheduler: one thread that owns a model's llama context (continuous batching).
 
-Every step it builds one batch holding one token for each generating sequence plus prompt
-chunks of newly admitted ones, decodes it once and samples each sequence with its own sampler
-chain, as llama.cpp's server does. Each slot remembers the tokens in its part of the KV cache,
-so a new request that shares a prefix with a slot's previous request only prefills the rest.
+Every step it builds one batch holding, for each generating sequence, its pending token and
+any draft behind it (speculative.py), plus prompt chunks of newly admitted ones; decodes it
+once and samples each sequence with its own sampler chain, as llama.cpp's server does. Which
+KV cells a new sequence starts from (its slot's, another slot's, the prompt cache's) is the
+slot table's business (slots.py).
 
 Outputs (tokens, ends, errors) go to a sink: a queue per sequence when the model runs in the
 server process, one message per step to the server when it runs in a runner process.
@@ -13,90 +14,38 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import llama_cpp as L
 
 from ...core.errors import EngineFailure, Overloaded
-from ..base import EngineStats, GenerationEnd, GenerationJob, Token
+from ..base import EngineStats, GenerationEnd, Token
 from . import faults
+from .prompt_cache import PromptCache
 from .sampling import free_sampler, logprobs
+from .sequence import QueueSink, Sequence, Sink
 from .settings import EngineSettings
+from .slots import Slots
+from .speculative import Drafter, SpecStats, StepCost
+
+__all__ = ["QueueSink", "Scheduler", "Sequence", "Sink"]
 
 log = logging.getLogger(__name__)
 
-
-class Sink(Protocol):
-    """Where a sequence's outputs go: Token, then GenerationEnd, or an exception."""
-
-    def put(self, seq: Sequence, item: Any) -> None: ...
-
-    def flush(self) -> None:
-        """Called after every scheduler step: deliver what was put."""
-
-
-class QueueSink:
-    """In process: each sequence's consumer reads its own queue."""
-
-    def put(self, seq: Sequence, item: Any) -> None:
-        seq.queue.put(item)
-
-    def flush(self) -> None:
-        pass
-
-
-class Sequence:
-    """One generating sequence: its prompt, sampler and progress."""
-
-    def __init__(self, job: GenerationJob, sampler: Any, key: Any = None):
-        self.job = job
-        self.sampler = sampler
-        self.key = key
-        self.preserve = frozenset(job.preserve)
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.cancelled = False
-        self.slot: _Slot | None = None
-        self.prefill_pos = 0  # next prompt index to decode
-        self.n_past = 0  # tokens in the KV cache for this sequence
-        self.pending: int | None = None  # sampled token not yet decoded
-        self.generated: list[int] = []
-        self.n_generated = 0
-        self.cached_tokens: int | None = None
-        self.t_admitted = 0.0
-        self.t_first = 0.0
-        self.deadline = math.inf
-
-    @property
-    def prefilling(self) -> bool:
-        return self.prefill_pos < len(self.job.prompt)
-
-
-@dataclass
-class _Slot:
-    seq_id: int
-    cache: list[int] = field(default_factory=list)
-    sequence: Sequence | None = None
-    last_used: float = 0.0
-
-
-def _lcp(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+#: At most this many rows of a step's batch go to drafts (and at most half the batch), so
+#: prompts keep being read and the logits buffer stays small.
+DRAFT_ROWS = 64
 
 
 class Scheduler:
     def __init__(self, ctx: Any, vocab: Any, *, n_vocab: int, n_ctx: int, piece,
-                 settings: EngineSettings, kv_tokens: int, embedder, compute, sink: Sink):
+                 settings: EngineSettings, kv_tokens: int, embedder, compute, sink: Sink,
+                 cache: PromptCache | None = None):
         self._ctx, self._vocab, self._n_vocab, self._n_ctx = ctx, vocab, n_vocab, n_ctx
+        self._mem = L.llama_get_memory(ctx)
         self._piece = piece
         self._settings = settings
         self._kv_tokens = kv_tokens
@@ -104,7 +53,8 @@ class Scheduler:
         self._compute = compute
         self._sink = sink
         self._batch = L.llama_batch_init(settings.n_batch, 0, 1)
-        self._slots = [_Slot(i) for i in range(settings.parallel)]
+        self.slots = Slots(ctx, settings.parallel, unified=settings.unified,
+                           kv_tokens=kv_tokens, cache=cache)
         self._pending: list[Sequence] = []
         self._embed_jobs: list[tuple[list[list[int]], Future]] = []
         self._cv = threading.Condition()
@@ -112,6 +62,8 @@ class Scheduler:
         self._active = 0
         #: Totals; written by the scheduler thread only, read by stats().
         self._totals = EngineStats()
+        self.spec = SpecStats()
+        self._step_cost = StepCost()
         self._thread = threading.Thread(target=self._loop, name="llama-scheduler", daemon=True)
         self._thread.start()
 
@@ -150,19 +102,28 @@ class Scheduler:
             return self._active > 0
 
     def stats(self) -> EngineStats:
+        cache = self.slots.cache.snapshot() if self.slots.cache is not None else None
         with self._cv:
-            busy = self._busy_slots()
             return dataclasses.replace(
-                self._totals, requests_processing=len(busy),
+                self._totals, requests_processing=len(self.slots.busy()),
                 requests_deferred=len(self._pending),
-                kv_cache_tokens=sum(len(slot.cache) for slot in self._slots),
-                kv_cache_size=self._kv_tokens)
+                kv_cache_tokens=self.slots.cached_tokens(), kv_cache_size=self._kv_tokens,
+                draft_tokens=self.spec.drafted, draft_accepted=self.spec.accepted,
+                **({"prompt_cache_hits": cache.hits + cache.disk_hits,
+                    "prompt_cache_restored_tokens": cache.restored_tokens,
+                    "prompt_cache_bytes": cache.bytes, "prompt_cache_disk_bytes": cache.disk_bytes}
+                   if cache else {}))
 
     def stop(self) -> None:
+        """End the thread; the slots' cells go to the prompt cache (and its disk)."""
         with self._cv:
             self._running = False
             self._cv.notify()
         self._thread.join()
+        try:
+            self.slots.persist()
+        except Exception:  # keeping the cache is a bonus; unloading must not fail
+            log.exception("prompt cache: could not persist the slots")
         L.llama_batch_free(self._batch)
 
     # ---------------------------------------------------------------- the scheduler thread
@@ -172,7 +133,7 @@ class Scheduler:
             while True:
                 with self._cv:
                     while self._running and not (self._pending or self._embed_jobs
-                                                 or self._busy_slots()):
+                                                 or self.slots.busy()):
                         self._cv.wait()
                     if not self._running:
                         break
@@ -190,11 +151,9 @@ class Scheduler:
             return
         self._fail_all(EngineFailure("the model was unloaded"))
 
-    def _busy_slots(self) -> list[_Slot]:
-        return [s for s in self._slots if s.sequence is not None]
-
     def _finish(self, seq: Sequence, item: Any) -> None:
         """End a sequence: free its slot and sampler, tell its consumer."""
+        self.slots.detach(seq)
         if seq.slot is not None:
             seq.slot.sequence = None
             seq.slot.last_used = time.monotonic()
@@ -217,7 +176,7 @@ class Scheduler:
         for seq in [s for s in self._pending if s.cancelled]:
             self._pending.remove(seq)
             self._finish(seq, GenerationEnd("cancelled", seq.n_generated, 0, 0.0, 0.0))
-        for slot in self._busy_slots():
+        for slot in self.slots.busy():
             if slot.sequence.cancelled:
                 self._end(slot.sequence, "cancelled")
 
@@ -229,7 +188,7 @@ class Scheduler:
             return
         now = time.monotonic()
         overdue = [s for s in self._pending if s.deadline <= now]
-        overdue += [slot.sequence for slot in self._busy_slots()
+        overdue += [slot.sequence for slot in self.slots.busy()
                     if slot.sequence.deadline <= now]
         for seq in overdue:
             if seq in self._pending:
@@ -244,81 +203,17 @@ class Scheduler:
                     "before the first token; the server is busy, retry later"))
 
     def _admit(self) -> None:
-        """Move waiting sequences into free slots, reusing cached prompt prefixes.
-
-        The target is a free slot whose cached tokens are all a prefix of the prompt (nothing
-        is lost by reusing it), else the least recently used free slot. If another slot (busy
-        or not) shares a longer prefix, its KV cells are copied over (see _copy_prefix), so a
-        shared system prompt is prefilled once for everybody.
-        """
-        mem = L.llama_get_memory(self._ctx)
+        """Move waiting sequences into free slots, in order (see Slots.place)."""
         while self._pending:
-            free = [s for s in self._slots if s.sequence is None]
-            if not free:
-                return
-            seq = self._pending.pop(0)
-            prompt = seq.job.prompt
-            lcps = {s.seq_id: _lcp(s.cache, prompt) for s in self._slots}
-            slot = max(free, key=lambda s: (lcps[s.seq_id] == len(s.cache), lcps[s.seq_id],
-                                            -s.last_used))
-            source = max(self._slots, key=lambda s: lcps[s.seq_id])
-            reuse = max(lcps[slot.seq_id], lcps[source.seq_id])
-            keep = min(reuse, len(prompt) - 1)
-            if not self._make_room(len(prompt) - keep + 1, spare=(slot, source)):
-                self._pending.insert(0, seq)  # wait until a running sequence ends
-                return
-            if source is not slot and lcps[source.seq_id] > lcps[slot.seq_id]:
-                self._copy_prefix(source, slot, reuse)
-                slot.cache = prompt[:reuse]
-            L.llama_memory_seq_rm(mem, slot.seq_id, keep, -1)
-            del slot.cache[keep:]
-            slot.sequence, seq.slot = seq, slot
-            seq.prefill_pos = seq.n_past = keep
-            if seq.cached_tokens is None:  # a preempted sequence keeps its first figure
-                seq.cached_tokens = keep
-                seq.t_admitted = time.monotonic()
+            if not self.slots.place(self._pending[0]):
+                return  # no free slot, or no room until a running sequence ends
+            self._pending.pop(0)
 
-    def _copy_prefix(self, source: _Slot, target: _Slot, length: int) -> None:
-        """Give `target` the first `length` cached tokens of `source`. In a unified cache that
-        only tags cells; with a cache per slot, llama.cpp copies whole sequences between them
-        (the copy happens at the next decode), so copy it all and cut the rest."""
-        mem = L.llama_get_memory(self._ctx)
-        L.llama_memory_seq_rm(mem, target.seq_id, 0, -1)
-        if self._settings.unified:
-            L.llama_memory_seq_cp(mem, source.seq_id, target.seq_id, 0, length)
-        else:
-            L.llama_memory_seq_cp(mem, source.seq_id, target.seq_id, 0, -1)
-            L.llama_memory_seq_rm(mem, target.seq_id, length, -1)
-
-    def _own_cells(self, slot: _Slot) -> int:
-        """Cached tokens of `slot` that no other slot's cached prefix shares."""
-        shared = max((_lcp(slot.cache, o.cache) for o in self._slots if o is not slot), default=0)
-        return len(slot.cache) - shared
-
-    def _make_room(self, needed: int, spare: tuple[_Slot, ...]) -> bool:
-        """Free KV cells for `needed` more tokens by forgetting idle slots' cached prefixes
-        (least recently used first, never those in `spare`). False when only running
-        sequences hold the cells; a sequence with the cache to itself is always admitted."""
-        if not self._settings.unified:
-            return True  # each slot has a context's worth of cells of its own
-        mem = L.llama_get_memory(self._ctx)
-        # Counting every slot's tokens overcounts cells shared by copied prefixes: this errs
-        # on the side of admitting less.
-        used = sum(len(s.cache) for s in self._slots)
-        idle = sorted((s for s in self._slots if s.sequence is None and s.cache
-                       and s not in spare), key=lambda s: s.last_used)
-        while used + needed > self._kv_tokens and idle:
-            slot = idle.pop(0)
-            used -= len(slot.cache)
-            L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
-            slot.cache.clear()
-        return used + needed <= self._kv_tokens or not self._busy_slots()
+    # ---------------------------------------------------------------- one step
 
     def _step(self) -> None:
         batch = self._batch
         n_batch = self._settings.n_batch
-        outputs: list[tuple[Sequence, int]] = []  # (sequence, batch row) to sample
-        added: list[tuple[Sequence, list[int]]] = []
         n = 0
 
         def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
@@ -330,53 +225,109 @@ class Scheduler:
             batch.logits[n] = logits
             n += 1
 
-        active = self._busy_slots()
-        for slot in active:
-            seq = slot.sequence
-            if seq.pending is not None:
-                put(seq.pending, seq.n_past, slot.seq_id, True)
-                outputs.append((seq, n - 1))
-                added.append((seq, [seq.pending]))
+        active = [s for s in self.slots.busy() if s.sequence.leader is None]
+        generating = [s.sequence for s in active if s.sequence.pending is not None]
+        budget = min(DRAFT_ROWS, n_batch // 2 - len(generating))
+        decoding: list[tuple[Sequence, int, list[int]]] = []  # (sequence, first row, draft)
+        rows = len(generating)
+        for seq in generating:
+            draft = self._draft(seq, budget, rows)
+            budget -= len(draft)
+            rows += len(draft)
+            decoding.append((seq, n, draft))
+            put(seq.pending, seq.n_past, seq.slot.seq_id, True)
+            for i, tok in enumerate(draft):
+                put(tok, seq.n_past + 1 + i, seq.slot.seq_id, True)
+        prefill: list[tuple[Sequence, list[int], int | None]] = []  # (seq, chunk, last row)
         for slot in active:
             seq = slot.sequence
             if seq.pending is None and seq.prefilling and n < n_batch:
                 chunk = seq.job.prompt[seq.prefill_pos: seq.prefill_pos + (n_batch - n)]
+                last = None
                 for i, tok in enumerate(chunk):
-                    last = seq.prefill_pos + i == len(seq.job.prompt) - 1
-                    put(tok, seq.n_past + i, slot.seq_id, last)
-                    if last:
-                        outputs.append((seq, n - 1))
-                added.append((seq, chunk))
+                    is_last = seq.prefill_pos + i == len(seq.job.prompt) - 1
+                    put(tok, seq.n_past + i, slot.seq_id, is_last)
+                    if is_last:
+                        last = n - 1
+                prefill.append((seq, chunk, last))
         if n == 0:
             return
         batch.n_tokens = n
         faults.before_decode(n)
         with self._compute:
+            started = time.perf_counter()
             ret = L.llama_decode(self._ctx, batch)
         if ret != 0:
-            self._recover_from_full_cache(ret, added)
+            self._recover_from_full_cache(ret)
             return
         self._totals.decodes += 1
         self._totals.busy_slots += len(active)
-        for seq, tokens in added:
-            if seq.pending is None:
-                self._totals.prompt_tokens += len(tokens)
-            seq.slot.cache.extend(tokens)
-            seq.n_past += len(tokens)
-            if seq.pending is None:
-                seq.prefill_pos += len(tokens)
-            seq.pending = None
-        for seq, row in outputs:
-            self._sample(seq, row)
+        for seq, chunk, _ in prefill:
+            self._totals.prompt_tokens += len(chunk)
+            seq.slot.cache.extend(chunk)
+            seq.n_past += len(chunk)
+            seq.prefill_pos += len(chunk)
+        for seq, _, row in prefill:
+            if row is not None:
+                followers = self.slots.adopt(seq) if seq.followers else []
+                for follower in followers:  # n > 1: the same logits, their own samplers
+                    self._take(follower, self._sample(follower, row), row)
+                self._take(seq, self._sample(seq, row), row)
+        for seq, row, draft in decoding:
+            self._verify(seq, row, draft)
+        if not prefill:  # what a step really costs: the decode, and sampling every row
+            self._step_cost.add(n, time.perf_counter() - started)
 
-    def _sample(self, seq: Sequence, row: int) -> None:
-        token = L.llama_sampler_sample(seq.sampler, self._ctx, row)
-        now = time.monotonic()
+    def _draft(self, seq: Sequence, budget: int, rows: int) -> list[int]:
+        """Prompt lookup tokens to verify behind `seq`'s pending token (see speculative.py)."""
+        mode = self._settings.speculative
+        choice = seq.speculative
+        if choice is False or (choice is None and mode == "off"):
+            return []
+        limit = min(budget, seq.job.max_new_tokens - seq.n_generated - 1,
+                    self._n_ctx - seq.n_past - 2)
+        if limit <= 0:
+            return []
+        if seq.drafter is None:
+            seq.drafter = Drafter(seq.job.prompt + seq.generated)
+        else:
+            seq.drafter.sync(seq.job.prompt, seq.generated)
+        return seq.drafter.draft(limit, rows, self._step_cost,
+                                 always=choice is True or mode == "on")
+
+    def _verify(self, seq: Sequence, row: int, draft: list[int]) -> None:
+        """Sample each decoded row in turn; keep drafted tokens while they equal the sample.
+        The last sample (a mismatch, or one past the draft) is the next pending token."""
+        slot, base = seq.slot, seq.n_past
+        decoded = [seq.pending, *draft]
+        seq.pending = None
+        accepted = 0
+        for i in range(len(decoded)):
+            seq.n_past = base + i + 1
+            token = self._sample(seq, row + i)
+            if self._take(seq, token, row + i) or i == len(draft) or token != draft[i]:
+                break
+            accepted += 1
+        valid = 1 + accepted
+        slot.cache.extend(decoded[:valid])
+        if valid < len(decoded):
+            L.llama_memory_seq_rm(self._mem, slot.seq_id, base + valid, -1)
+        if draft:
+            seq.drafter.record(len(draft), accepted)
+            self.spec.drafted += len(draft)
+            self.spec.accepted += accepted
+            self.spec.rounds += 1
+
+    def _sample(self, seq: Sequence, row: int) -> int:
+        return L.llama_sampler_sample(seq.sampler, self._ctx, row)
+
+    def _take(self, seq: Sequence, token: int, row: int) -> bool:
+        """Deliver a sampled token; True when it ended the sequence."""
         if not seq.t_first:
-            seq.t_first = now
+            seq.t_first = time.monotonic()
         if L.llama_vocab_is_eog(self._vocab, token):
             self._end(seq, "stop")
-            return
+            return True
         logprob = logprobs(self._ctx, row, token, seq.job.sampling.logprobs, self._n_vocab,
                            self._piece)
         seq.n_generated += 1
@@ -385,32 +336,27 @@ class Scheduler:
         self._sink.put(seq, Token(token, piece, logprob))
         if seq.n_generated >= seq.job.max_new_tokens or seq.n_past + 1 >= self._n_ctx:
             self._end(seq, "length")
-        else:
-            seq.pending = token
+            return True
+        seq.pending = token
+        return False
 
-    def _recover_from_full_cache(self, ret: int, added: list[tuple[Sequence, list[int]]]) -> None:
+    def _recover_from_full_cache(self, ret: int) -> None:
         """The KV cache has no room for this step's batch (llama_decode left it unchanged).
 
         First forget the least recently used idle slot's cached prefix; failing that, preempt
-        the newest running sequence: free its cells and queue it again at the front with the
-        tokens it has generated, to be re-prefilled when there is room (nothing is lost).
+        the newest running sequence: its cells go to the prompt cache, and it is queued again
+        at the front with the tokens it has generated, to be restored (or re-prefilled) when
+        there is room (nothing is lost).
         """
         if ret != 1:
             raise EngineFailure(f"llama_decode failed with code {ret}")
-        mem = L.llama_get_memory(self._ctx)
-        # Only an idle cache with cells of its own frees anything: a prefix copied from (or to)
-        # another slot shares that slot's cells.
-        idle = [s for s in self._slots if s.sequence is None and self._own_cells(s)]
-        if idle:
-            slot = min(idle, key=lambda s: s.last_used)
-            L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
-            slot.cache.clear()
+        if self.slots.evict_idle():
             return
-        running = [s.sequence for s in self._busy_slots()]
+        running = [s.sequence for s in self.slots.busy()]
         victim = max(running, key=lambda s: s.t_admitted)
         slot = victim.slot
-        L.llama_memory_seq_rm(mem, slot.seq_id, 0, -1)
-        slot.cache.clear()
+        self.slots.detach(victim)
+        self.slots.clear(slot)
         slot.sequence, victim.slot = None, None
         if len(running) == 1:  # alone and still no room: the pool is smaller than its context
             self._end(victim, "length")
@@ -420,6 +366,7 @@ class Scheduler:
         victim.job = dataclasses.replace(victim.job, prompt=victim.job.prompt + victim.generated)
         victim.generated = []
         victim.pending = None
+        victim.drafter = None
         with self._cv:
             self._pending.insert(0, victim)
 
@@ -437,7 +384,7 @@ class Scheduler:
             waiting = list(self._pending)
             self._pending.clear()
             embed_jobs, self._embed_jobs = self._embed_jobs, []
-        for seq in waiting + [s.sequence for s in self._busy_slots()]:
+        for seq in waiting + [s.sequence for s in self.slots.busy()]:
             self._finish(seq, exc)
         for _, future in embed_jobs:
             future.set_exception(exc)

@@ -39,6 +39,14 @@ class EngineSettings:
     n_gpu_layers: int | None = None
     main_gpu: int | None = None
     split_mode: str | None = None
+    #: Host RAM for KV states of prompts the slots dropped (prompt_cache.py); 0 = none.
+    prompt_cache_mib: int = 0
+    #: Disk for them (prompt_spill.py) in `prompt_cache_dir`; 0 or no directory = none.
+    prompt_cache_disk_mib: int = 0
+    prompt_cache_dir: str | None = None
+    #: Prompt lookup drafts (speculative.py): "auto" (where they pay for their rows),
+    #: "on" (whenever a match is found), "off".
+    speculative: str = "auto"
 
     @property
     def unified(self) -> bool:

@@ -307,6 +307,17 @@ class RunnerModel:
     def alive(self) -> bool:
         return self._failure is None
 
+    def rss(self) -> int | None:
+        """The runner process's resident memory in bytes (VmRSS), None once it is gone."""
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return None
+
     def describe(self) -> str:
         decision = getattr(self, "decision", None)
         return f"runner pid {self.pid}" + (f", {decision.describe()}" if decision else "")
