@@ -69,7 +69,7 @@ def stream_chat(base: str, messages: list, max_tokens: int, model: str,
                 temperature: float = 0.0) -> Stream:
     """One streaming chat completion; counts content chunks as tokens."""
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True,
-            "temperature": temperature, "logit_bias": NO_EOS}
+            "temperature": temperature, "logit_bias": NO_EOS, "repeat_penalty": 1.0}
     s = Stream(time.monotonic())
     with requests.post(base + "/v1/chat/completions", json=body, stream=True, timeout=600) as r:
         r.raise_for_status()

@@ -39,8 +39,11 @@ PASSAGE = (
 def stream(base: str, messages: list, max_tokens: int, *, temperature: float = 0.0,
            ban_eos: bool = True, **extra) -> dict:
     """One streamed chat completion: first-token time, decode rate and the text."""
+    # repeat_penalty 1: the same sampling on every system (ours would add the model's default
+    # penalty, llama-server has none).
     body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "stream": True,
-            "temperature": temperature, "stream_options": {"include_usage": True}, **extra}
+            "temperature": temperature, "repeat_penalty": 1.0,
+            "stream_options": {"include_usage": True}, **extra}
     if ban_eos:
         body["logit_bias"] = NO_EOS
     start = time.monotonic()

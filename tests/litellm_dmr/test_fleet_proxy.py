@@ -94,11 +94,13 @@ def test_a_killed_server_costs_no_request(fleet):
                                               extra_body={"logit_bias": NO_EOS})
         return resp.usage.completion_tokens
 
-    with ThreadPoolExecutor(6) as pool:
-        in_flight = [pool.submit(long_answer, i) for i in range(6)]
+    # Twelve, so that the router's shuffle sends some to the second server (all twelve to the
+    # first would be a 1-in-4096 chance; six gave 1 in 64, and it happened).
+    with ThreadPoolExecutor(12) as pool:
+        in_flight = [pool.submit(long_answer, i) for i in range(12)]
         _wait_until_busy(servers[1])
         servers[1].kill()
-        assert [f.result() for f in in_flight] == [40] * 6
+        assert [f.result() for f in in_flight] == [40] * 12
 
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda i: _ask(client, i), range(24)))
