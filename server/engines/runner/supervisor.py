@@ -148,7 +148,7 @@ class RunnerModel:
         crash = ProbeCrashed if self._probing else RunnerCrashed
         raise crash(self.name, describe_exit(returncode), self.last_error(),
                     while_="in its start-up probe" if self._probing else "while loading",
-                    hint=self.crash_hint())
+                    hint=self.crash_hint(returncode))
 
     def _wait_exit(self, timeout: float = 10.0) -> int | None:
         try:
@@ -188,7 +188,11 @@ class RunnerModel:
                         f"({os.path.basename(match.group(1))}:{match.group(2)})")
         return None
 
-    def crash_hint(self) -> str:
+    def crash_hint(self, returncode: int | None) -> str:
+        if returncode == -signal.SIGKILL:
+            return ("SIGKILL is usually the kernel's out-of-memory killer: free memory, or "
+                    "lower this model's context_size or parallel, or set memory_budget "
+                    "(DMR_MEMORY_BUDGET) so that models are unloaded before memory runs out.")
         if self.settings.use_extra_buffers:
             return ("If it keeps crashing, try `extra_buffers: off` (DMR_EXTRA_BUFFERS=off, or "
                     f"`dmr configure --extra-buffers off {self.name}`, or the runtime flag "
@@ -223,14 +227,20 @@ class RunnerModel:
             stream.queue.put(item)
 
     def _died(self) -> None:
+        """Fail everything in flight on this runner; the reader thread or `alive()` calls it,
+        whichever notices first (the second call finds the failure set and does nothing)."""
         returncode = self._wait_exit()
+        if self._failure is not None:
+            return
         if self._unloading:
             failure: DMRError = EngineFailure("the model was unloaded")
         else:
             failure = RunnerCrashed(self.name, describe_exit(returncode), self.last_error(),
-                                    hint=self.crash_hint())
+                                    hint=self.crash_hint(returncode))
             log.error("%s", failure.message)
         with self._lock:
+            if self._failure is not None:
+                return
             self._failure = failure
             streams, self._streams = list(self._streams.values()), {}
             calls, self._calls = list(self._calls.values()), {}
@@ -305,6 +315,10 @@ class RunnerModel:
             return EngineStats()
 
     def alive(self) -> bool:
+        # The process may be gone before the reader thread has noticed: a request arriving
+        # then must get a new runner, not a call into the dead one.
+        if self._failure is None and self._proc.poll() is not None:
+            self._died()
         return self._failure is None
 
     def rss(self) -> int | None:

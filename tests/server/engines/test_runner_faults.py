@@ -36,9 +36,9 @@ def server(tmp_path_factory):
     proc.stop()
 
 
-def _crash(url: str, model: str = MODEL) -> int:
+def _crash(url: str, model: str = MODEL, sig: int = signal.SIGSEGV) -> int:
     pid = h.runner_of(url, model)["runner_pid"]
-    h.kill(pid, signal.SIGSEGV)
+    h.kill(pid, sig)
     assert h.wait_gone(pid), "the runner did not die"
     return pid
 
@@ -99,6 +99,29 @@ def test_segv_mid_request_answers_500_in_the_dialect(server, dialect):
     response = result["r"]
     assert response.status_code == 500, response.text
     _assert_crash_message(h.error_message(response, dialect))
+    assert _next_request_recovers(server.url) < 10
+
+
+@pytest.mark.parametrize("sig, hint", [
+    (signal.SIGABRT, "extra_buffers: off"),  # a GGML_ASSERT aborts
+    (signal.SIGKILL, "out-of-memory killer"),  # what the OOM killer sends
+])
+def test_abort_and_kill_answer_500_with_their_signal(server, sig, hint):
+    assert h.chat(server.url, MODEL).status_code == 200
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        r=h.non_stream(server.url, "openai", MODEL, 400)))
+    thread.start()
+    assert h.when(lambda: h.processing(server.url) > 0)
+    _crash(server.url, sig=sig)
+    thread.join(60)
+    response = result["r"]
+    assert response.status_code == 500, response.text
+    error = response.json()["error"]
+    assert error["code"] == "runner_crashed" and error["type"] == "server_error", error
+    name = signal.Signals(sig).name
+    assert f"stopped (signal {int(sig)}, {name})" in error["message"], error
+    assert hint in error["message"], error
     assert _next_request_recovers(server.url) < 10
 
 
