@@ -21,9 +21,9 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..engines.base import GenerationEnd, GenerationJob, ModelInfo, Token
 from . import defaults, reasoning, test_hooks
 from .budget import BudgetGuard, Structured, check_budget, check_grammar_fields, counter
+from .engine import GenerationEnd, GenerationJob, ModelInfo, Token
 from .errors import ContextTooLong, InvalidRequest
 from .postprocess import Choice as _Choice
 from .postprocess import PostProcessor as _PostProcessor

@@ -66,7 +66,7 @@ def template_layer(stored: StoredModel) -> str | None:
 class LoadedEntry:
     stored: StoredModel
     engine: str
-    model: Any  # engines.base.LoadedModel
+    model: Any  # core.engine.LoadedModel
     keep_alive: float
     loaded_at: float
     load_seconds: float
@@ -74,7 +74,7 @@ class LoadedEntry:
     in_use: int = 0
     #: The artifact's template layer, read once at load (it wins over the GGUF's, DMR's rule).
     template_layer: str | None = None
-    #: The engine's estimate of the RAM it takes (engines.base.MemoryEstimate), or None.
+    #: The engine's estimate of the RAM it takes (core.engine.MemoryEstimate), or None.
     memory: Any = None
 
     def expires_at(self) -> float | None:

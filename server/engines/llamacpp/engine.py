@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ...core.engine import MemoryEstimate
 from .. import cpu
-from ..base import MemoryEstimate
 from ..runner.supervisor import ProbeCrashed, RunnerModel
 from . import memory
 from .settings import EngineSettings
