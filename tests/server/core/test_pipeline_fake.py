@@ -9,40 +9,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from server.app import create_app
-from server.config import Settings
 from server.core import reasoning
-from server.engines.fake import FakeEngine
-from server.store.store import ModelStore
-from tests.server.dmr_fixtures import tiny_gguf
+from tests.server.core.conftest import FAKE_MODEL as MODEL
 
-MODEL = "ai/fake"
 USER = [{"role": "user", "content": "hi"}]
 WEATHER = [{"type": "function", "function": {
     "name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-
-
-@pytest.fixture
-def make_app(tmp_path):
-    """make_app(script, n_ctx=512) -> (test client, engine) on a store holding ai/fake."""
-    gguf = tmp_path / "fake.gguf"
-    gguf.write_bytes(tiny_gguf())
-    ModelStore(tmp_path / "models").add_gguf(gguf, [MODEL])
-    apps = []
-
-    def make(script, n_ctx: int = 512):
-        engine = FakeEngine(script, n_ctx=n_ctx)
-        app = create_app(Settings(models_dir=tmp_path / "models", import_default_model=False,
-                                  keep_alive=-1), engines={"llama.cpp": engine})
-        apps.append(app)
-        return app.test_client(), engine
-
-    yield make
-    for app in apps:
-        app.extensions["dmr"].runtime.close()
 
 
 def chat(client, **body):
