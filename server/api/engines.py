@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -21,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import parse_duration
 from ..core import management
 from ..core.errors import DMRError, InvalidRequest, NotSupported
-from ..core.runtime import KNOWN_ENGINES, LoadedEntry
+from ..core.runtime import DEFAULT_ENGINE, KNOWN_ENGINES, LoadedEntry
 from ..state import current
 from ..store.runner_config import (
     SWITCHES,
@@ -47,13 +45,6 @@ def _error(exc: DMRError):
 bp.register_error_handler(HTTPException, plain_http_error)
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 @bp.get("/engines/status")
 def status():
     runtime = current().runtime
@@ -61,8 +52,8 @@ def status():
     for name in KNOWN_ENGINES:
         if name in runtime.engines:
             engine = runtime.engines[name]
-            detail = f"llama-cpp-python {_version('llama_cpp_python')}" \
-                if name == "llama.cpp" else "installed"
+            version = getattr(engine, "version", None)
+            detail = version() if version else "installed"
             how = getattr(engine, "status", None)
             out[name] = f"Running: {detail}" + (f"; {how()}" if how else "")
         elif name not in runtime.remotes:
@@ -132,13 +123,10 @@ def ps():
 
 @bp.get("/engines/df")
 def df():
-    import importlib.util
-
-    spec = importlib.util.find_spec("llama_cpp")  # located, not loaded: llama.cpp runs in runners
-    root = Path(spec.origin).parent if spec and spec.origin else None
-    backend = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root else 0
-    return jsonify({"models_disk_usage": current().store.disk_usage(),
-                    "default_backend_disk_usage": backend})
+    runtime = current().runtime
+    usage = getattr(runtime.engines.get(DEFAULT_ENGINE), "disk_usage", None)
+    return jsonify({"models_disk_usage": runtime.store.disk_usage(),
+                    "default_backend_disk_usage": usage() if usage else 0})
 
 
 @bp.post("/engines/unload")
