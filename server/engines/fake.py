@@ -9,8 +9,8 @@ engine implements the same port (core/engine.py) in process and answers what a t
     engine = FakeEngine(script=lambda prompt, job: [f"seed {job.sampling.seed}"])
 
 A script's pieces are the generated tokens (str, or bytes to split a UTF-8 character); when
-they run out the sequence ends with "stop" (an end-of-generation token), and at the job's
-`max_new_tokens` with "length". Prompts are tokenized one character per token, except the
+they run out the sequence ends with `end` ("stop", an end-of-generation token, by default;
+"timeout" plays the request timeout), and at the job's `max_new_tokens` with "length". Prompts are tokenized one character per token, except the
 special tokens (ChatML's markers), which are one token each when special text is parsed.
 It knows nothing of llama.cpp: use it with `create_app(settings, engines={...})`.
 """
@@ -78,13 +78,17 @@ class FakeTokenizer:
 class FakeStream:
     """The scripted pieces of one job, then a GenerationEnd."""
 
-    def __init__(self, model: FakeModel, job: GenerationJob, pieces: Pieces):
-        self._model, self._job, self._pieces = model, job, list(pieces)
+    def __init__(self, model: FakeModel, job: GenerationJob, pieces: Pieces, end: str):
+        self._model, self._job, self._pieces, self._end = model, job, list(pieces), end
         self._cancelled = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
 
     def __iter__(self) -> Iterator[Token | GenerationEnd]:
         n = 0
-        reason = "stop"
+        reason = self._end
         with self._model.running():
             for piece in self._pieces:
                 if self._cancelled.is_set():
@@ -112,12 +116,15 @@ class FakeStream:
 
 @dataclass(eq=False)  # hashable by identity, as the pipeline's per-model caches need
 class FakeModel:
-    """A loaded fake model; `jobs` records every job it was given (prompt, sampling...)."""
+    """A loaded fake model; `jobs` records every job it was given (prompt, sampling...) and
+    `streams` their token streams (a test sees which were cancelled)."""
 
     info: ModelInfo
     script: Any
+    end: str = "stop"
     tokenizer: FakeTokenizer = field(default_factory=FakeTokenizer)
     jobs: list[GenerationJob] = field(default_factory=list)
+    streams: list[FakeStream] = field(default_factory=list)
     loaded: bool = True
     _active: int = 0
 
@@ -137,7 +144,8 @@ class FakeModel:
         script = self.script
         pieces = script(self.detokenize(job.prompt), job) if callable(script) else script
         self.jobs.append(job)
-        return FakeStream(self, job, pieces)
+        self.streams.append(FakeStream(self, job, pieces, self.end))
+        return self.streams[-1]
 
     def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         """A vector per input from its tokens (same input, same vector)."""
@@ -177,8 +185,9 @@ class FakeEngine:
     name = "fake"
 
     def __init__(self, script: Any = ("Hello", "!"), *, n_ctx: int = 512,
-                 chat_template: str | None = CHATML):
+                 chat_template: str | None = CHATML, end: str = "stop"):
         self.script = script
+        self.end = end
         self.n_ctx = n_ctx
         self.chat_template = chat_template
         #: Every model this engine loaded, in order (a test inspects their jobs).
@@ -191,7 +200,7 @@ class FakeEngine:
             eos_token=SPECIALS[2], add_bos=False, n_ctx=context_size or self.n_ctx,
             n_ctx_train=self.n_ctx, n_embd=4, n_params=0, size_bytes=0,
             n_vocab=FakeTokenizer.n_vocab)
-        model = FakeModel(info, self.script)
+        model = FakeModel(info, self.script, self.end)
         self.models.append(model)
         return model
 

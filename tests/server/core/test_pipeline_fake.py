@@ -168,3 +168,78 @@ def test_ollama_chat_on_the_fake_engine(make_app):
     body = response.get_json()
     assert body["message"]["content"] == "Hello"
     assert body["done"] is True
+
+
+def messages(client, **body):
+    response = client.post("/v1/messages", json={"model": MODEL, "max_tokens": 50,
+                                                  "messages": USER, **body})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def test_anthropic_stop_reasons(make_app):
+    client, _ = make_app(["Hi", " th", "ere", "!"])
+    cut = messages(client, stop_sequences=["the"])
+    assert cut["stop_reason"] == "stop_sequence" and cut["stop_sequence"] == "the"
+    assert cut["content"][0]["text"] == "Hi "
+    assert messages(client)["stop_reason"] == "end_turn"
+    assert messages(client, max_tokens=2)["stop_reason"] == "max_tokens"
+
+
+def test_anthropic_context_window_exceeded_before_max_tokens(make_app):
+    client, _ = make_app(list("w" * 100), n_ctx=48)
+    body = messages(client, max_tokens=200)
+    assert body["stop_reason"] == "model_context_window_exceeded"
+
+
+def test_a_timeout_ends_like_max_tokens(make_app):
+    client, _ = make_app(["slow"], end="timeout")
+    body = messages(client, max_tokens=200)
+    assert body["stop_reason"] == "max_tokens"  # not "end_turn", though few tokens came
+    choice = chat(client)["choices"][0]
+    assert choice["finish_reason"] == "length"
+
+
+def test_streamed_choices_of_n_keep_their_index(make_app):
+    client, _ = make_app(lambda prompt, job: ["seed", f" {job.sampling.seed}"])
+    response = client.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": USER, "n": 2, "seed": 1, "stream": True})
+    texts: dict[int, str] = {}
+    for chunk in sse_events(response):
+        for choice in chunk["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + (
+                choice["delta"].get("content") or "")
+    assert texts == {0: "seed 1", 1: "seed 2"}
+
+
+def test_json_schema_output_is_closed_at_the_budget(make_app):
+    schema = {"type": "object", "properties": {"items": {"type": "array",
+                                                         "items": {"type": "string"}}},
+              "required": ["items"]}
+    script = list('{"items": ["aaaa", "bbbb", "cccc", "dddd"]}')  # 43 tokens
+    client, _ = make_app(script)
+    response_format = {"type": "json_schema", "json_schema": {"name": "list", "schema": schema}}
+    body = chat(client, max_tokens=20, response_format=response_format)
+    content = body["choices"][0]["message"]["content"]
+    assert content != "".join(script)  # cut short of the script's own ending...
+    parsed = json.loads(content)  # ...and closed: still valid
+    assert isinstance(parsed["items"], list) and parsed["items"][0].startswith("a")
+    assert body["usage"]["completion_tokens"] <= 20
+    too_small = client.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": USER, "max_tokens": 6, "response_format": response_format})
+    assert too_small.status_code == 400  # not even {"items":[]} fits in 6 tokens
+    assert too_small.get_json()["error"]["param"] == "max_tokens"
+
+
+def test_a_client_that_goes_cancels_the_generation_and_frees_the_model(make_app):
+    client, engine = make_app(list("x" * 400))
+    response = client.post("/v1/chat/completions", buffered=False, json={
+        "model": MODEL, "messages": USER, "stream": True, "max_tokens": 300})
+    chunks = iter(response.response)
+    assert next(chunks)  # the stream has started
+    response.close()  # the client disconnects
+    (stream,) = engine.models[0].streams
+    assert stream.cancelled
+    runtime = client.application.extensions["dmr"].runtime
+    (entry,) = runtime.loaded()
+    assert entry.in_use == 0
