@@ -5,6 +5,8 @@ belongs to its consumer, engines implement it), durations, the JSON Schema vocab
 structured output (core) and grammars (engines) use, and process-wide flags. A module may
 import its own floor and those below, never one above; floor modules import only the floor.
 Every import counts, also those inside functions: a lazy import that runs up is still a cycle.
+Two libraries stay in their room: llama.cpp's binding in server/engines/llamacpp/, and the web
+framework (Flask, Werkzeug) in the dialects and the app above them.
 """
 
 from __future__ import annotations
@@ -73,6 +75,23 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
+def libraries_of(path: Path) -> set[str]:
+    """The top-level names of the libraries `path` imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+#: Where a library may be imported, by module name prefix.
+CONFINED = {"llama_cpp": ("server.engines.llamacpp",),
+            "flask": ("server.api", "server.app", "server.state", "server.openapi_doc"),
+            "werkzeug": ("server.api", "server.app")}
+
+
 def upward_imports() -> list[str]:
     found = []
     for path in sorted(SERVER.rglob("*.py")):
@@ -89,6 +108,14 @@ def test_no_import_runs_up_a_floor():
     assert upward_imports() == []
 
 
+def test_libraries_stay_in_their_room():
+    strays = [f"{module_name(path)} imports {library}"
+              for path in sorted(SERVER.rglob("*.py"))
+              for library in sorted(libraries_of(path) & CONFINED.keys())
+              if not module_name(path).startswith(CONFINED[library])]
+    assert strays == []
+
+
 def test_the_check_sees_imports():
     """The scan finds what it must (or the first test would pass by finding nothing)."""
     pipeline = imports_of(SERVER / "core" / "pipeline.py")
@@ -96,3 +123,4 @@ def test_the_check_sees_imports():
     grammar = imports_of(SERVER / "engines" / "llamacpp" / "grammar.py")
     assert {"server.core.numbers", "server.core.regex", "server.core.schema"} <= grammar
     assert floor_of("server.api.openai") == "api" and floor_of("server.app") == "top"
+    assert "llama_cpp" in libraries_of(SERVER / "engines" / "llamacpp" / "model.py")
