@@ -1,4 +1,9 @@
-"""The Flask application factory."""
+"""The Flask application factory.
+
+`create_app(settings, engines=...)` takes the engines the runtime loads models with (any
+`core.engine.Engine`, e.g. engines/fake.py's FakeEngine in in-process tests); without them it builds
+the llama.cpp engine from the settings.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from .api import recorder_routes as recorder_api
 from .api import remote as remote_api
 from .api import security as security_api
 from .config import Settings, meminfo
+from .core.engine import Engine
 from .core.memory import resolve_budget
 from .core.runtime import Runtime
 from .engines import remote as remote_engines
@@ -26,17 +32,9 @@ from .store.store import ModelStore
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.load()
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
-    app.json.ensure_ascii = False
-
-    store = ModelStore(settings.models_dir)
-    if settings.import_default_model:
-        ensure_default_model(store)
-    engines = {
+def llamacpp_engines(settings: Settings) -> dict[str, Engine]:
+    """The engines a server built from `settings` alone runs: llama.cpp."""
+    return {
         "llama.cpp": LlamaCppEngine(EngineSettings(
             context_size=settings.context_size, parallel=settings.parallel,
             threads=settings.threads, max_queue=settings.max_queue,
@@ -47,6 +45,23 @@ def create_app(settings: Settings | None = None) -> Flask:
             speculative=settings.speculative),
             runner=settings.runner, state_dir=settings.models_dir),
     }
+
+
+def create_app(settings: Settings | None = None, *,
+               engines: dict[str, Engine] | None = None) -> Flask:
+    """The app; `engines` (by name, as a request's engine names them) replace the llama.cpp
+    engine the settings describe."""
+    settings = settings or Settings.load()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+
+    store = ModelStore(settings.models_dir)
+    if settings.import_default_model:
+        ensure_default_model(store)
+    if engines is None:
+        engines = llamacpp_engines(settings)
     runtime = Runtime(store, engines, keep_alive=settings.keep_alive,
                       configs=RunnerConfigs(settings.models_dir),
                       crash_loop_limit=settings.crash_loop_limit,

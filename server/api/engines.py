@@ -3,24 +3,23 @@
 Errors are plain text, as DMR's. `_configure` settings are stored per model ID in the models
 directory (runner-config.json) and used the next time the model loads; a configure call for
 an idle loaded model unloads it and preloads it with the new settings in the background, and
-one for a model that is serving requests is refused with 409, as DMR does.
+one for a model that is serving requests is refused with 409, as DMR does (decided in
+core/management.py; this module translates the request into a RunnerConfig).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..config import parse_duration
-from ..core.errors import Conflict, DMRError, InvalidRequest, NotSupported
-from ..core.runtime import KNOWN_ENGINES, LoadedEntry
+from ..core import management
+from ..core.errors import DMRError, InvalidRequest, NotSupported
+from ..core.runtime import DEFAULT_ENGINE, KNOWN_ENGINES, LoadedEntry
 from ..state import current
 from ..store.runner_config import (
     SWITCHES,
@@ -46,13 +45,6 @@ def _error(exc: DMRError):
 bp.register_error_handler(HTTPException, plain_http_error)
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 @bp.get("/engines/status")
 def status():
     runtime = current().runtime
@@ -60,8 +52,8 @@ def status():
     for name in KNOWN_ENGINES:
         if name in runtime.engines:
             engine = runtime.engines[name]
-            detail = f"llama-cpp-python {_version('llama_cpp_python')}" \
-                if name == "llama.cpp" else "installed"
+            version = getattr(engine, "version", None)
+            detail = version() if version else "installed"
             how = getattr(engine, "status", None)
             out[name] = f"Running: {detail}" + (f"; {how()}" if how else "")
         elif name not in runtime.remotes:
@@ -131,13 +123,10 @@ def ps():
 
 @bp.get("/engines/df")
 def df():
-    import importlib.util
-
-    spec = importlib.util.find_spec("llama_cpp")  # located, not loaded: llama.cpp runs in runners
-    root = Path(spec.origin).parent if spec and spec.origin else None
-    backend = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root else 0
-    return jsonify({"models_disk_usage": current().store.disk_usage(),
-                    "default_backend_disk_usage": backend})
+    runtime = current().runtime
+    usage = getattr(runtime.engines.get(DEFAULT_ENGINE), "disk_usage", None)
+    return jsonify({"models_disk_usage": runtime.store.disk_usage(),
+                    "default_backend_disk_usage": usage() if usage else 0})
 
 
 @bp.post("/engines/unload")
@@ -217,33 +206,6 @@ def _flag_notes(cfg: RunnerConfig) -> list[str]:
     return notes
 
 
-#: The preload of each model's last configure: a new configure waits for it, else that
-#: load (with the old settings) could finish after the new configure's unload and stay.
-_preloads: dict[str, threading.Thread] = {}
-_PRELOAD_WAIT = 300.0
-
-
-def _wait_for_preload(model_id: str) -> None:
-    thread = _preloads.get(model_id)
-    if thread is not None:
-        thread.join(_PRELOAD_WAIT)
-
-
-def _preload(model_id: str) -> None:
-    """Load the model with its new settings now, as DMR does after a configure."""
-    runtime = current().runtime
-
-    def work() -> None:
-        try:
-            runtime.release(runtime.acquire(model_id))
-        except Exception as exc:  # the next request will report it properly
-            log.warning("preload of %s after configure failed: %s", model_id, exc)
-
-    thread = threading.Thread(target=work, name="configure-preload", daemon=True)
-    _preloads[model_id] = thread
-    thread.start()
-
-
 @bp.post("/engines/_configure")
 @bp.post("/engines/<engine>/_configure")
 def configure(engine: str | None = None):
@@ -254,20 +216,9 @@ def configure(engine: str | None = None):
     if engine in state.runtime.remotes:
         raise NotSupported(f"{engine} is a remote engine: configure its models on its upstreams")
     model = state.store.get(body["model"])
-    configs = state.runtime.configs
-    cfg = _merge(configs.get(model.id), body)
+    cfg = _merge(management.previous_config(state.runtime, model), body)
     notes = _flag_notes(cfg)
-    _wait_for_preload(model.id)
-    loaded = [e for e in state.runtime.loaded() if e.stored.id == model.id]
-    if any(e.in_use or e.model.busy() for e in loaded):
-        raise Conflict("runner already active")
-    configs.put(model.id, cfg)
-    state.runtime.forget_crashes(model.id)
-    if loaded:
-        state.runtime.unload(model.id)
-        if any(e.stored.id == model.id for e in state.runtime.loaded()):
-            raise Conflict("runner already active")
-    _preload(model.id)
+    management.configure(state.runtime, model, cfg)
     for note in notes:
         log.info("configure %s: %s", model.name, note)
     return Response("".join(f"note: {n}\n" for n in notes), status=202, mimetype="text/plain")

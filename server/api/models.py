@@ -5,23 +5,23 @@ Native: GET /models[/{name}], POST /models/create (pull, progress lines), POST /
 /models/{name}, DELETE /models/purge. OpenAI: GET .../v1/models[/{name}].
 
 DMR answers its native routes' errors in plain text (`model not found`), and its OpenAI model
-routes in OpenAI's error shape. A model is unloaded before its files are deleted.
+routes in OpenAI's error shape. What a deletion, purge or pull does is decided in
+core/management.py (the same for Ollama's routes); these routes translate.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..core import management
 from ..core.chat_formats.detect import describe
-from ..core.errors import Conflict, DMRError, InvalidRequest, ModelNotFound, NotFound
+from ..core.errors import DMRError, InvalidRequest, ModelNotFound, NotFound
 from ..state import current
 from ..store import reference, tarball
 from ..store.progress import PULL, PUSH, Notice
-from ..store.pull import prepare_pull
 from ..store.push import prepare_push
 from ..store.store import StoredModel
 from . import dmr_progress, ollama_models, openai, remote
@@ -29,10 +29,6 @@ from .validation import json_body, validate
 
 native = Blueprint("dmr_models", __name__)
 openai_models = Blueprint("openai_models", __name__)
-
-
-#: DMR lets two pulls run at once; more wait their turn.
-_PULL_SLOTS = threading.BoundedSemaphore(2)
 
 
 def plain_error(exc: DMRError) -> Response:
@@ -155,18 +151,12 @@ def _dmr_status_text(exc: DMRError) -> DMRError:
 def create_model():
     body = json_body()
     validate("dmr_create", body)
-    state = current()
     try:
-        pull = prepare_pull(state.store, body["from"], body.get("bearer-token") or None)
+        events = management.pull(current().runtime, body["from"],
+                                 body.get("bearer-token") or None)
     except DMRError as exc:
         raise _dmr_status_text(exc) from exc
-    return dmr_progress.stream(_one_of_two(pull.events()), PULL)
-
-
-def _one_of_two(events):
-    """Run a pull's events in one of the two pull slots (taken when the stream starts)."""
-    with _PULL_SLOTS:
-        yield from events
+    return dmr_progress.stream(events, PULL)
 
 
 @native.post("/models/load")
@@ -204,39 +194,16 @@ def tag_model(name: str):
 # ------------------------------------------------------------------------ delete
 
 
-def release_model(model: StoredModel) -> None:
-    """Unload a model whose files are about to go; refuse while requests are using it."""
-    runtime = current().runtime
-    if not any(e.stored.id == model.id for e in runtime.loaded()):
-        return
-    runtime.unload(model.id)  # idle runners only
-    if any(e.stored.id == model.id for e in runtime.loaded()):
-        raise Conflict(f"model {model.name} is in use by running requests; retry when they "
-                       "finish")
-
-
 @native.delete("/models/purge")
 def purge_models():
-    state = current()
-    for model in state.store.list():
-        release_model(model)
-    state.store.purge()
-    if state.runtime.configs is not None:
-        state.runtime.configs.clear()
+    management.purge(current().runtime)
     return Response(status=200)
 
 
 @native.delete("/models/<path:name>")
 def delete_model(name: str):
-    state = current()
-    model = _find(name)
     force = request.args.get("force", "").lower() in ("1", "true", "yes")
-    if len(model.tags) <= 1 or force:  # the files go, not just a tag
-        release_model(model)
-    result = state.store.remove(name, force=force)
-    if any("Deleted" in action for action in result) and state.runtime.configs is not None:
-        state.runtime.configs.remove(model.id)
-    return jsonify(result)
+    return jsonify(management.delete(current().runtime, name, force=force).actions)
 
 
 @native.route("/models/<path:name>", methods=["POST", "PUT", "PATCH"])

@@ -17,15 +17,13 @@ from flask import Blueprint, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
-from ..core import pipeline
+from ..core import management, pipeline
 from ..core.errors import ContextTooLong, DMRError, EngineFailure, ModelNotFound
 from ..core.types import ChatRequest, EmbeddingRequest
 from ..state import current
 from ..store.progress import Event as PullEvent
-from ..store.progress import LayerProgress, Notice
-from ..store.pull import prepare_pull
+from ..store.progress import LayerProgress
 from ..store.store import StoredModel
-from . import models as dmr_models
 from . import ollama_models as models
 from . import remote
 from .common import json_error
@@ -117,12 +115,8 @@ def _load_or_unload(encoder: Encoder, name: str, ttl: float | None) -> Response:
     state = current()
     if remote.is_remote_model(state.runtime, name):  # its upstreams keep it loaded
         return jsonify(encoder.status("unload" if ttl == 0 else "load", 0.0))
-    stored = state.store.get(name)
-    if ttl == 0:
-        for entry in state.runtime.loaded():
-            if entry.stored.id == stored.id:
-                entry.keep_alive = 0.0  # a busy model goes as soon as its requests end
-        state.runtime.unload(stored.id)
+    if ttl == 0:  # a busy model goes as soon as its requests end
+        management.unload_when_idle(state.runtime, name)
         return jsonify(encoder.status("unload"))
     with state.runtime.use(name, None, ttl) as lease:
         return jsonify(encoder.status("load", lease.load_seconds))
@@ -285,34 +279,22 @@ def delete():
     """Remove one name; the model (unloaded first) goes when its last name does."""
     body = json_body()
     validate("ollama_model_ref", body)
-    name = _model_param(body)
-    state = current()
-    stored = state.store.get(name)
-    if len(stored.tags) <= 1:  # the files go, not just a name
-        dmr_models.release_model(stored)
-    result = state.store.remove(name)
-    if any("Deleted" in action for action in result) and state.runtime.configs is not None:
-        state.runtime.configs.remove(stored.id)
+    management.delete(current().runtime, _model_param(body))
     return Response(status=200)
 
 
 @bp.post("/pull")
 def pull():
     """The store's pull (OCI registry or Hugging Face) with Ollama's progress lines. A model
-    already stored is still answered when the registry cannot be reached (offline use)."""
+    already stored is still answered when the registry cannot be reached (offline use).
+    Pulls share DMR's two-pull limit (core/management.py)."""
     body = json_body()
     validate("ollama_model_ref", body)
     name = _model_param(body)
-    store = current().store
-    note = None
-    try:
-        events = prepare_pull(store, name).events()
-    except DMRError as exc:
-        if store.find(name) is None:
-            raise
-        events = iter([Notice("success", "Using cached model")])
-        note = f"using the local copy ({error_message(exc)})"
-    lines = _pull_lines(store, name, events, note)
+    runtime = current().runtime
+    pull = management.pull_or_local(runtime, name)
+    note = f"using the local copy ({error_message(pull.offline)})" if pull.offline else None
+    lines = _pull_lines(runtime.store, name, pull.events, note)
     if _streams(body):
         return streaming_response(ndjson(lines), NDJSON)
     return jsonify(list(lines)[-1])  # an error raises, and is answered with its status

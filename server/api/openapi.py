@@ -6,19 +6,15 @@ answers) stay the one source: each file becomes a component (its `$defs` hoisted
 validate with through `SCHEMAS` and to the shape of their answer through `RESPONSES`, and
 routes come from `app.url_map`, so the document cannot miss a route or disagree with
 validation. Streamed answers (SSE, NDJSON) are listed by media type only.
-Regenerate the committed copy with `python -m server.api.openapi > docs/openapi.json`.
+Regenerate the committed copy with `python -m server.openapi_doc > docs/openapi.json` (the app
+is built above this floor, in server/openapi_doc.py).
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import re
-import shutil
-import sys
-import tempfile
 from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
@@ -315,17 +311,3 @@ def openapi_json():
 def render(app: Flask) -> str:
     """The document as committed in docs/openapi.json."""
     return json.dumps(document(app), indent=2, ensure_ascii=False) + "\n"
-
-
-def standalone_app() -> Flask:
-    """An app with every route but no model store contents, only to list routes."""
-    from ..app import create_app
-    from ..config import Settings
-
-    models_dir = Path(tempfile.mkdtemp(prefix="dmr-openapi-"))
-    atexit.register(shutil.rmtree, models_dir, ignore_errors=True)
-    return create_app(Settings(models_dir=models_dir, import_default_model=False, threads=1))
-
-
-if __name__ == "__main__":
-    sys.stdout.write(render(standalone_app()))

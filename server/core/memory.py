@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..engines.base import format_bytes
+from .engine import format_bytes
 from .errors import DMRError, Overloaded
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from ..engines.base import ModelInfo
 from . import reasoning, template_caps
 from .chat_formats.detect import detect
 from .chat_formats.families import ChatFormat
 from .chat_formats.forced import ForcedCall, forced_call
+from .engine import ModelInfo
 from .errors import InvalidRequest, NotSupported
 from .tools import inject_into_system, system_prompt_section
 from .types import ChatRequest

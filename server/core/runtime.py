@@ -11,6 +11,7 @@ changes, instead of being restarted forever.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -66,7 +67,7 @@ def template_layer(stored: StoredModel) -> str | None:
 class LoadedEntry:
     stored: StoredModel
     engine: str
-    model: Any  # engines.base.LoadedModel
+    model: Any  # core.engine.LoadedModel
     keep_alive: float
     loaded_at: float
     load_seconds: float
@@ -74,7 +75,7 @@ class LoadedEntry:
     in_use: int = 0
     #: The artifact's template layer, read once at load (it wins over the GGUF's, DMR's rule).
     template_layer: str | None = None
-    #: The engine's estimate of the RAM it takes (engines.base.MemoryEstimate), or None.
+    #: The engine's estimate of the RAM it takes (core.engine.MemoryEstimate), or None.
     memory: Any = None
 
     def expires_at(self) -> float | None:
@@ -290,8 +291,24 @@ class Runtime:
             self._reap_once()
 
     def loaded(self) -> list[LoadedEntry]:
+        """Snapshots of the loaded models (copies taken under the lock: changing one changes
+        nothing here; their `model` is the live engine model, to read facts and stats)."""
         with self._lock:
-            return [e for e in self._loaded.values() if _alive(e)]
+            return [dataclasses.replace(e) for e in self._loaded.values() if _alive(e)]
+
+    def is_loaded(self, model_id: str, *, busy: bool = False) -> bool:
+        """Whether the model is loaded (on any engine); with `busy`, loaded and serving."""
+        return any(e.stored.id == model_id and (not busy or e.in_use or e.model.busy())
+                   for e in self.loaded())
+
+    def unload_when_idle(self, model_id: str) -> int:
+        """Unload the model now where it is idle, and where it is busy as soon as its requests
+        end (its keep_alive becomes 0); returns how many were unloaded now."""
+        with self._lock:
+            for (mid, _engine), entry in self._loaded.items():
+                if mid == model_id:
+                    entry.keep_alive = 0.0
+        return self.unload(model_id)
 
     def _drop_dead(self, key: tuple[str, str], entry: LoadedEntry) -> None:
         """Forget a model whose runner died (caller holds the lock); count the crash once."""

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ...core.engine import MemoryEstimate
 from .. import cpu
-from ..base import MemoryEstimate
 from ..runner.supervisor import ProbeCrashed, RunnerModel
 from . import memory
 from .settings import EngineSettings
@@ -141,6 +141,26 @@ class LlamaCppEngine:
                 if backend not in ("base", "cpu") and not backend.startswith("cpu-"):
                     found.add(backend)
         return sorted(found)
+
+    @staticmethod
+    def version() -> str:
+        """The installed binding and its version, for /engines/status."""
+        from importlib import metadata
+
+        try:
+            return f"llama-cpp-python {metadata.version('llama_cpp_python')}"
+        except metadata.PackageNotFoundError:
+            return "llama-cpp-python unknown"
+
+    @staticmethod
+    def disk_usage() -> int:
+        """Bytes the installed llama.cpp build takes (located, not loaded: llama.cpp runs in
+        the runners), for /engines/df."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("llama_cpp")
+        root = Path(spec.origin).parent if spec and spec.origin else None
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root else 0
 
     def status(self) -> str:
         """For /engines/status: how models load on this CPU."""

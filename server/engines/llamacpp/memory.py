@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 
+from ...core.engine import MemoryEstimate
 from ...store import gguf
-from ..base import MemoryEstimate
 from .settings import EngineSettings
 
 MIB = 1 << 20

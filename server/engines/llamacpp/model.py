@@ -1,7 +1,7 @@
 """A loaded GGUF model: its facts, tokenizer and contexts, with a scheduler thread.
 
 This is what runs inside a runner process (engines/runner/child.py), or in the server process
-itself with `runner: inprocess`. It implements the `LoadedModel` interface of engines/base.py.
+itself with `runner: inprocess`. It implements the `LoadedModel` interface of core/engine.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import llama_cpp as L
 
+from ...core.engine import EngineStats, GenerationEnd, GenerationJob, ModelInfo, PreparedJob, Token
 from ...core.errors import ContextTooLong, EngineFailure
-from ..base import EngineStats, GenerationEnd, GenerationJob, ModelInfo, PreparedJob, Token
 from ..compute import ThreadBudget
 from . import faults
 from .backend import load_model_file

@@ -21,8 +21,8 @@ from typing import Any
 
 import llama_cpp as L
 
+from ...core.engine import EngineStats, GenerationEnd, Token
 from ...core.errors import EngineFailure, Overloaded
-from ..base import EngineStats, GenerationEnd, Token
 from . import faults
 from .prompt_cache import PromptCache
 from .sampling import free_sampler, logprobs

@@ -11,7 +11,7 @@ import queue
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..base import GenerationJob
+from ...core.engine import GenerationJob
 
 
 class Sink(Protocol):

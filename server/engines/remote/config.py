@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ...core.durations import parse_duration  # the one duration syntax of the settings
+
 #: The local engine: it cannot be replaced by a remote one.
 LOCAL_ENGINE = "llama.cpp"
 ENV_PREFIX = "DMR_ENGINE_"
@@ -51,8 +53,6 @@ class RemoteConfig:
 
 
 def _seconds(value: Any, where: str) -> float:
-    from ...config import parse_duration  # the one duration syntax of the settings file
-
     try:
         seconds = parse_duration(value)
     except ValueError as exc:

@@ -19,8 +19,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ...core.engine import GenerationEnd
 from ...core.errors import DMRError, EngineFailure
-from ..base import GenerationEnd
 from ..compute import CoreBudget
 from .protocol import Channel
 

@@ -1,6 +1,6 @@
 """The server's side of a runner process: start it, talk to it, notice when it dies.
 
-`RunnerModel` implements the `LoadedModel` interface (engines/base.py) by forwarding to the
+`RunnerModel` implements the `LoadedModel` interface (core/engine.py) by forwarding to the
 child process, so the core and the dialects do not know where the model runs. One reader
 thread per runner takes its messages (call replies, and each scheduler step's tokens for
 every sequence) and hands them to the waiting request threads. When the runner dies, the
@@ -27,8 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from ...core.engine import EngineStats, GenerationEnd, GenerationJob, ModelInfo, PreparedJob, Token
 from ...core.errors import DMRError, EngineFailure, RunnerCrashed
-from ..base import EngineStats, GenerationEnd, GenerationJob, ModelInfo, PreparedJob, Token
 
 log = logging.getLogger(__name__)
 

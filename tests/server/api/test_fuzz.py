@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from server import openapi_doc
 from server.api import openapi
 from server.api.ollama_codec import timestamp
 from server.api.validation import validate
@@ -91,7 +92,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
 #: The same document the server serves (test_openapi keeps docs/openapi.json equal).
-DOCUMENT = openapi.document(openapi.standalone_app())
+DOCUMENT = openapi.document(openapi_doc.standalone_app())
 
 
 def _schema():

@@ -1,6 +1,6 @@
 """The OpenAPI document: valid 3.1, every served route in it, schemas shared with validation,
 successful answers described by the response schemas, and docs/openapi.json up to date
-(regenerate: python -m server.api.openapi > docs/openapi.json).
+(regenerate: python -m server.openapi_doc > docs/openapi.json).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
+from server import openapi_doc
 from server.api import openapi
 from server.api.validation import SCHEMA_DIR, validate
 from server.core.errors import InvalidRequest
@@ -21,7 +22,7 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 
 @pytest.fixture(scope="module")
 def app():
-    return openapi.standalone_app()
+    return openapi_doc.standalone_app()
 
 
 @pytest.fixture(scope="module")
@@ -247,4 +248,4 @@ def test_served_document_matches(app, doc):
 
 def test_committed_copy_is_fresh(app):
     assert DOC.read_text(encoding="utf-8") == openapi.render(app), (
-        "docs/openapi.json is stale: python -m server.api.openapi > docs/openapi.json")
+        "docs/openapi.json is stale: python -m server.openapi_doc > docs/openapi.json")

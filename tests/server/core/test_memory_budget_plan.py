@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from server.config import parse_size
+from server.core.engine import MemoryEstimate
 from server.core.memory import InsufficientMemory, MemoryBusy, plan
-from server.engines.base import MemoryEstimate
 
 GIB = 1 << 30
 

@@ -2,6 +2,7 @@
 with scripted generations instead of a model."""
 
 from server.core import pipeline, reasoning
+from server.core.engine import ModelInfo
 from server.core.types import (
     ChatRequest,
     ChoiceDone,
@@ -15,7 +16,6 @@ from server.core.types import (
     ToolChoice,
     Usage,
 )
-from server.engines.base import ModelInfo
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
