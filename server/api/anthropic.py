@@ -13,14 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify
-from werkzeug.exceptions import HTTPException
 
 from ..core import pipeline
 from ..core.errors import ContextTooLong, DMRError, InvalidRequest
@@ -44,13 +42,11 @@ from ..core.types import (
 )
 from ..state import current
 from . import remote
-from .common import check_engine_segment, json_error
+from .common import check_engine_segment, in_band, install_error_handlers, json_error
 from .keepalive import HEARTBEAT, with_heartbeats
 from .recorder import record
 from .sse import sse_event, streaming_response
 from .validation import check_json_schema, json_body, validate
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("anthropic", __name__)
 
@@ -108,22 +104,7 @@ def _add_request_id(response: Response) -> Response:
     return response
 
 
-@bp.errorhandler(DMRError)
-def _dmr_error(exc: DMRError):
-    return error_response(exc)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    error = DMRError(exc.description or exc.name)
-    error.kind = {413: "request_too_large", 404: "not_found"}.get(exc.code, "invalid_request")
-    return error_response(error)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    log.exception("unexpected error in the Anthropic API")
-    return error_response(DMRError(f"internal server error: {exc}"))
+install_error_handlers(bp, error_response, "Anthropic")
 
 
 # ------------------------------------------------------------------------------------ requests
@@ -571,12 +552,8 @@ def message_stream(run: pipeline.Run, model: str, blocks: Blocks,
             "delta": {"stop_reason": blocks.stop_reason, "stop_sequence": blocks.stop_sequence},
             "usage": usage_json(blocks.usage)})
         yield sse_event("message_stop", {"type": "message_stop"})
-    except DMRError as exc:  # after the 200: reported in-band, as Claude does
-        yield sse_event("error", error_body(exc, request_id))
-    except Exception as exc:
-        log.exception("Anthropic stream failed")
-        yield sse_event("error", error_body(DMRError(f"internal server error: {exc}"),
-                                            request_id))
+    except Exception as exc:  # after the 200: reported in-band, as Claude does
+        yield sse_event("error", error_body(in_band(exc, "Anthropic"), request_id))
     finally:
         events.close()
 

@@ -14,7 +14,6 @@ import threading
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from ..core.chat_formats.detect import describe
 from ..core.errors import Conflict, DMRError, InvalidRequest, ModelNotFound, NotFound
@@ -25,6 +24,7 @@ from ..store.pull import prepare_pull
 from ..store.push import prepare_push
 from ..store.store import StoredModel
 from . import dmr_progress, ollama_models, openai, remote
+from .common import install_error_handlers, plain_error
 from .validation import json_body, validate
 
 native = Blueprint("dmr_models", __name__)
@@ -35,24 +35,8 @@ openai_models = Blueprint("openai_models", __name__)
 _PULL_SLOTS = threading.BoundedSemaphore(2)
 
 
-def plain_error(exc: DMRError) -> Response:
-    return Response(exc.message + "\n", status=exc.status, mimetype="text/plain")
-
-
-@native.errorhandler(DMRError)
-def _native_error(exc: DMRError):
-    return plain_error(exc)
-
-
-def plain_http_error(exc: HTTPException) -> Response:
-    return Response((exc.description or exc.name) + "\n", status=exc.code or 500,
-                    mimetype="text/plain")
-
-
-native.register_error_handler(HTTPException, plain_http_error)
-
-
-openai_models.register_error_handler(DMRError, openai.error_response)
+install_error_handlers(native, plain_error, "DMR models")
+install_error_handlers(openai_models, openai.error_response, "OpenAI models")
 
 
 def native_json(model: StoredModel) -> dict[str, Any]:

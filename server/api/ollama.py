@@ -8,13 +8,11 @@ Translation lives in ollama_codec.py, model descriptions in ollama_models.py.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from werkzeug.exceptions import HTTPException
 
 from .. import __version__
 from ..core import pipeline
@@ -28,13 +26,11 @@ from ..store.store import StoredModel
 from . import models as dmr_models
 from . import ollama_models as models
 from . import remote
-from .common import json_error
+from .common import in_band, install_error_handlers, json_error
 from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
 from .recorder import record
 from .sse import dumps, streaming_response
 from .validation import json_body, validate
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("ollama", __name__, url_prefix="/api")
 
@@ -63,25 +59,7 @@ def error_response(exc: DMRError) -> Response:
     return json_error({"error": error_message(exc)}, exc.status, exc)
 
 
-@bp.errorhandler(DMRError)
-def _dmr_error(exc: DMRError):
-    return error_response(exc)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    response = jsonify({"error": exc.description or exc.name})
-    response.status_code = exc.code or 500
-    return response
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    """A server fault still answers in Ollama's shape, so clients show the reason."""
-    log.exception("ollama route failed")
-    response = jsonify({"error": f"internal server error: {exc}"})
-    response.status_code = 500
-    return response
+install_error_handlers(bp, error_response, "Ollama")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -95,11 +73,8 @@ def ndjson(objects: Iterable[dict[str, Any]],
     try:
         for obj in iterator:
             yield dumps(obj) + "\n"
-    except DMRError as exc:
-        yield dumps({"error": error_message(exc)}) + "\n"
     except Exception as exc:  # never end a stream without a last word
-        log.exception("ollama stream failed")
-        yield dumps({"error": f"internal server error: {exc}"}) + "\n"
+        yield dumps({"error": error_message(in_band(exc, "Ollama"))}) + "\n"
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

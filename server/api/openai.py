@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import secrets
 import struct
 import time
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from werkzeug.exceptions import HTTPException
 
 from ..core import pipeline
 from ..core.errors import DMRError, InvalidRequest
@@ -41,12 +39,10 @@ from ..core.types import (
     Usage,
 )
 from ..state import current
-from .common import check_engine_segment, json_error
+from .common import check_engine_segment, in_band, install_error_handlers, json_error
 from .recorder import record
 from .sse import sse_data, streaming_response
 from .validation import check_json_schema, json_body, validate
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("openai", __name__)
 
@@ -92,25 +88,7 @@ def error_response(exc: DMRError) -> Response:
 
 
 bp.before_request(check_engine_segment)
-
-
-@bp.errorhandler(DMRError)
-def _dmr_error(exc: DMRError):
-    return error_response(exc)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    error = DMRError(exc.description or exc.name)
-    error.status = exc.code or 500
-    error.kind = "request_too_large" if exc.code == 413 else "invalid_request"
-    return error_response(error)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    log.exception("unexpected error in the OpenAI API")
-    return error_response(DMRError(f"internal server error: {exc}"))
+install_error_handlers(bp, error_response, "OpenAI")
 
 
 # ------------------------------------------------------------------------------------ requests
@@ -372,8 +350,8 @@ def chat_stream(run: pipeline.Run, model: str, include_usage: bool) -> Iterator[
             elif isinstance(event, ChoiceDone):
                 yield chunk(event.choice, {}, finish=event.finish_reason)
         yield "data: [DONE]\n\n"
-    except DMRError as exc:  # after the 200: report in-band, as OpenAI does
-        yield sse_data(error_body(exc))
+    except Exception as exc:  # after the 200: report in-band, as OpenAI does
+        yield sse_data(error_body(in_band(exc, "OpenAI")))
     finally:
         events.close()
 
@@ -448,8 +426,8 @@ def completion_stream(runs: list[pipeline.Run], model: str, n: int,
         if include_usage:
             yield sse_data({**head, "choices": [], "usage": usage_json(usage)})
         yield "data: [DONE]\n\n"
-    except DMRError as exc:
-        yield sse_data(error_body(exc))
+    except Exception as exc:  # after the 200: report in-band, as OpenAI does
+        yield sse_data(error_body(in_band(exc, "OpenAI")))
     finally:
         for run in runs:
             run.events.close()

@@ -25,8 +25,8 @@ from werkzeug.exceptions import HTTPException
 
 from ..core.errors import DMRError, Forbidden, Unauthorized
 from . import anthropic, ollama, openai
+from .common import plain_error
 from .hosts import DesktopPrefix, HostMatcher
-from .models import plain_error
 
 #: Loopback origins on any port, over http and https: always allowed.
 DEFAULT_ORIGINS = tuple(f"{scheme}://{host}:*" for host in ("localhost", "127.0.0.1", "[::1]")

@@ -1,0 +1,73 @@
+"""The one error policy every dialect shares (api/common.py), without a model: fast."""
+
+from types import SimpleNamespace
+
+import pytest
+from flask import Blueprint, Flask, abort
+
+from server.api import anthropic, ollama, openai
+from server.api.common import install_error_handlers, plain_error
+from server.core.errors import Overloaded
+from server.core.types import TextDelta
+
+
+def _app(shape) -> Flask:
+    bp = Blueprint("dialect", __name__)
+    install_error_handlers(bp, shape, "test")
+
+    @bp.get("/core")
+    def core():
+        raise Overloaded(retry_after=3)
+
+    @bp.get("/http")
+    def http():
+        abort(413)
+
+    @bp.get("/bug")
+    def bug():
+        raise RuntimeError("boom")
+
+    app = Flask(__name__)
+    app.register_blueprint(bp)
+    return app
+
+
+@pytest.mark.parametrize("shape, body", [
+    (openai.error_response, lambda r: r.get_json()["error"]["message"]),
+    (ollama.error_response, lambda r: r.get_json()["error"]),
+    (plain_error, lambda r: r.get_data(as_text=True)),
+])
+def test_every_error_answers_in_the_dialects_shape(shape, body):
+    client = _app(shape).test_client()
+    r = client.get("/core")
+    assert r.status_code == 503
+    if shape is not plain_error:
+        assert r.headers["Retry-After"] == "3"
+    assert "overloaded" in body(r)
+    r = client.get("/http")
+    assert r.status_code == 413 and body(r).strip()
+    r = client.get("/bug")
+    assert r.status_code == 500 and "internal server error: boom" in body(r)
+
+
+def test_anthropic_statuses_come_from_its_table():
+    app = _app(anthropic.error_response)
+    with app.test_request_context():
+        client = app.test_client()
+        r = client.get("/core")
+        assert r.status_code == 529 and r.get_json()["error"]["type"] == "overloaded_error"
+        r = client.get("/bug")
+        assert r.status_code == 500 and r.get_json()["error"]["type"] == "api_error"
+
+
+def _failing_events():
+    yield TextDelta(choice=0, text="hi")
+    raise RuntimeError("boom")
+
+
+def test_openai_streams_report_any_failure_in_band():
+    chat = list(openai.chat_stream(SimpleNamespace(events=_failing_events()), "m", False))
+    assert '"content":"hi"' in chat[1] and "internal server error: boom" in chat[-1]
+    legacy = list(openai.completion_stream([SimpleNamespace(events=_failing_events())], "m", 1,
+                                           False))
+    assert '"text":"hi"' in legacy[0] and "internal server error: boom" in legacy[-1]
