@@ -42,7 +42,13 @@ from ..core.types import (
 )
 from ..state import current
 from . import remote
-from .common import check_engine_segment, in_band, install_error_handlers, json_error
+from .common import (
+    check_engine_segment,
+    claim_unrouted,
+    in_band,
+    install_error_handlers,
+    json_error,
+)
 from .keepalive import HEARTBEAT, with_heartbeats
 from .recorder import record
 from .sse import sse_event, streaming_response
@@ -584,6 +590,9 @@ def count_tokens(engine: str | None = None):
 
 def register(app) -> None:
     """Mount the dialect where DMR serves it, and where the SDK's base URL leads."""
+    # Before OpenAI's claim: /engines/v1/messages/... is ours.
+    claim_unrouted(app, r"^/anthropic(/|$)|(^|/)v1/messages(/|$)", error_response,
+                   priority=-1)
     for prefix, name in (("/v1", "anthropic_v1"), ("/anthropic/v1", "anthropic"),
                          ("/engines/v1", "anthropic_engines"),
                          ("/engines/<engine>/v1", "anthropic_engine")):

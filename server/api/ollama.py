@@ -26,7 +26,7 @@ from ..store.store import StoredModel
 from . import models as dmr_models
 from . import ollama_models as models
 from . import remote
-from .common import in_band, install_error_handlers, json_error
+from .common import claim_unrouted, in_band, install_error_handlers, json_error
 from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
 from .recorder import record
 from .sse import dumps, streaming_response
@@ -325,5 +325,7 @@ def _pull_lines(store, name: str, events: Iterator[PullEvent],
 
 def register(app) -> None:
     from . import ollama_create  # noqa: F401  (its routes join this blueprint)
+
+    claim_unrouted(app, r"^/api(/|$)", error_response)
 
     app.register_blueprint(bp)

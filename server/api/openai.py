@@ -39,7 +39,13 @@ from ..core.types import (
     Usage,
 )
 from ..state import current
-from .common import check_engine_segment, in_band, install_error_handlers, json_error
+from .common import (
+    check_engine_segment,
+    claim_unrouted,
+    in_band,
+    install_error_handlers,
+    json_error,
+)
 from .recorder import record
 from .sse import sse_data, streaming_response
 from .validation import check_json_schema, json_body, validate
@@ -503,6 +509,7 @@ def image_generations(engine: str | None = None):
 
 def register(app) -> None:
     """Mount the dialect at every prefix DMR serves it under."""
+    claim_unrouted(app, r"^/(engines/([^/]+/)?)?v1(/|$)", error_response)
     app.register_blueprint(bp, url_prefix="/engines/v1", name="openai_engines")
     app.register_blueprint(bp, url_prefix="/engines/<engine>/v1", name="openai_engine")
     app.register_blueprint(bp, url_prefix="/v1", name="openai_v1")

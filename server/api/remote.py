@@ -27,6 +27,7 @@ from ..core.types import ChatRequest, CompletionRequest, EmbeddingRequest
 from ..engines.remote.engine import RemoteEngine
 from ..state import current
 from . import openai, remote_chat, remote_proxy
+from .common import install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ def _intercept() -> Response | None:
 
 #: Registered only when remote engines are configured.
 passthrough_bp = Blueprint("remote_passthrough", __name__)
+install_error_handlers(passthrough_bp, openai.error_response, "OpenAI passthrough")
 
 
 @passthrough_bp.route("/engines/<engine>/v1/<path:rest>", methods=["GET", "POST", "DELETE"])

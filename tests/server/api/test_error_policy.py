@@ -71,3 +71,53 @@ def test_openai_streams_report_any_failure_in_band():
     legacy = list(openai.completion_stream([SimpleNamespace(events=_failing_events())], "m", 1,
                                            False))
     assert '"text":"hi"' in legacy[0] and "internal server error: boom" in legacy[-1]
+
+
+@pytest.fixture(scope="module")
+def keyed_app(tmp_path_factory):
+    from server.app import create_app
+    from server.config import Settings
+
+    settings = Settings(models_dir=tmp_path_factory.mktemp("models"), import_default_model=False,
+                        api_keys=["sk-test"])
+    return create_app(settings).test_client()
+
+
+def _openai(r):
+    return r.get_json()["error"]["code"] == "invalid_api_key"
+
+
+def _anthropic(r):
+    return r.get_json()["error"]["type"] == "authentication_error"
+
+
+def _ollama(r):
+    return r.get_json()["error"].startswith("missing API key")
+
+
+def _plain(r):
+    return r.mimetype == "text/plain" and r.get_data(as_text=True).startswith("missing API key")
+
+
+@pytest.mark.parametrize("method, path, check", [
+    ("POST", "/v1/chat/completions", _openai),
+    ("GET", "/engines/llama.cpp/v1/models", _openai),
+    ("POST", "/engines/v1/responses", _openai),
+    ("POST", "/v1/messages", _anthropic),
+    ("POST", "/anthropic/v1/messages/count_tokens", _anthropic),
+    ("POST", "/api/chat", _ollama),
+    ("GET", "/models", _plain),
+    ("GET", "/engines/status", _plain),
+    ("GET", "/metrics", _plain),
+    # no route: the dialect that claimed the path answers
+    ("GET", "/v1/nowhere", _openai),
+    ("GET", "/engines/v1/messages/nowhere", _anthropic),
+    ("GET", "/anthropic/nowhere", _anthropic),
+    ("GET", "/api/nowhere", _ollama),
+    ("GET", "/nowhere", _plain),
+    ("GET", "/v1/chat/completions", _openai),  # a route, but not for GET
+])
+def test_security_raises_and_the_matched_dialect_answers(keyed_app, method, path, check):
+    r = keyed_app.open(path, method=method, json={})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+    assert check(r), r.get_data(as_text=True)
