@@ -21,7 +21,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify
 
 from ..core import pipeline
-from ..core.errors import ContextTooLong, DMRError, InvalidRequest
+from ..core.errors import ContextTooLong, DMRError, ErrorKind, InvalidRequest
 from ..core.signing import ThinkingSigner
 from ..core.types import (
     ChatRequest,
@@ -62,21 +62,22 @@ PING_INTERVAL = 10.0
 # ------------------------------------------------------------------------------------ errors
 
 _ERRORS = {  # core error kind -> (HTTP status, Claude's error type)
-    "invalid_request": (400, "invalid_request_error"),
-    "exceed_context_size": (400, "invalid_request_error"),
-    "conflict": (400, "invalid_request_error"),
-    "engine_not_installed": (400, "invalid_request_error"),
-    "authentication": (401, "authentication_error"),
-    "permission": (403, "permission_error"),
-    "not_found": (404, "not_found_error"),
-    "request_too_large": (413, "request_too_large"),
-    "request_timeout": (408, "invalid_request_error"),
-    "model_load_failed": (422, "invalid_request_error"),
-    "overloaded": (529, "overloaded_error"),
-    "runner_crashed": (500, "api_error"),
-    "runner_crash_loop": (503, "api_error"),
-    "insufficient_memory": (507, "api_error"),
-    "server_error": (500, "api_error"),
+    ErrorKind.INVALID_REQUEST: (400, "invalid_request_error"),
+    ErrorKind.EXCEED_CONTEXT_SIZE: (400, "invalid_request_error"),
+    ErrorKind.CONFLICT: (400, "invalid_request_error"),
+    ErrorKind.ENGINE_NOT_INSTALLED: (400, "invalid_request_error"),
+    ErrorKind.AUTHENTICATION: (401, "authentication_error"),
+    ErrorKind.PERMISSION: (403, "permission_error"),
+    ErrorKind.NOT_FOUND: (404, "not_found_error"),
+    ErrorKind.REQUEST_TOO_LARGE: (413, "request_too_large"),
+    ErrorKind.REQUEST_TIMEOUT: (408, "invalid_request_error"),
+    ErrorKind.MODEL_LOAD_FAILED: (422, "invalid_request_error"),
+    ErrorKind.OVERLOADED: (529, "overloaded_error"),
+    ErrorKind.RUNNER_CRASHED: (500, "api_error"),
+    ErrorKind.RUNNER_CRASH_LOOP: (503, "api_error"),
+    ErrorKind.INSUFFICIENT_MEMORY: (507, "api_error"),
+    ErrorKind.INSUFFICIENT_STORAGE: (500, "api_error"),
+    ErrorKind.SERVER_ERROR: (500, "api_error"),
 }
 
 
@@ -87,7 +88,7 @@ def _request_id() -> str:
 
 
 def error_body(exc: DMRError, request_id: str) -> dict[str, Any]:
-    _, kind = _ERRORS.get(exc.kind, _ERRORS["server_error"])
+    _, kind = _ERRORS.get(exc.kind, _ERRORS[ErrorKind.SERVER_ERROR])
     message = exc.message
     if isinstance(exc, ContextTooLong):  # Claude's wording
         message = (f"prompt is too long: {exc.details['n_prompt_tokens']} tokens > "
@@ -97,7 +98,7 @@ def error_body(exc: DMRError, request_id: str) -> dict[str, Any]:
 
 
 def error_response(exc: DMRError) -> Response:
-    status, _ = _ERRORS.get(exc.kind, _ERRORS["server_error"])
+    status, _ = _ERRORS.get(exc.kind, _ERRORS[ErrorKind.SERVER_ERROR])
     return json_error(error_body(exc, _request_id()), status, exc)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..core.errors import DMRError
+from ..core.errors import DMRError, ErrorKind
 from ..state import current
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ def http_error(exc: HTTPException) -> DMRError:
     """A werkzeug HTTP error (a malformed or too large body) as a core error, its status kept."""
     error = DMRError(exc.description or exc.name)
     error.status = exc.code or 500
-    error.kind = {413: "request_too_large", 404: "not_found"}.get(exc.code or 0,
-                                                                  "invalid_request")
+    error.kind = {413: ErrorKind.REQUEST_TOO_LARGE, 404: ErrorKind.NOT_FOUND}.get(
+        exc.code or 0, ErrorKind.INVALID_REQUEST)
     return error
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from ..core import pipeline
-from ..core.errors import DMRError, InvalidRequest
+from ..core.errors import DMRError, ErrorKind, InvalidRequest
 from ..core.types import (
     ChatRequest,
     ChoiceDone,
@@ -56,33 +56,39 @@ SYSTEM_FINGERPRINT = "litellm-dmr"
 
 # ------------------------------------------------------------------------------------ errors
 
+#: Every core error kind as OpenAI's error type (and, where OpenAI has one, its code).
 _ERROR_TYPES = {
-    "invalid_request": "invalid_request_error",
-    "exceed_context_size": "exceed_context_size_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "conflict": "invalid_request_error",
-    "engine_not_installed": "invalid_request_error",
-    "request_too_large": "invalid_request_error",
-    "overloaded": "unavailable_error",
-    "request_timeout": "invalid_request_error",
-    "model_load_failed": "invalid_request_error",
-    "runner_crashed": "server_error",
-    "runner_crash_loop": "server_error",
-    "insufficient_memory": "server_error",
-    "server_error": "server_error",
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.EXCEED_CONTEXT_SIZE: "exceed_context_size_error",
+    ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.PERMISSION: "permission_error",
+    ErrorKind.NOT_FOUND: "not_found_error",
+    ErrorKind.CONFLICT: "invalid_request_error",
+    ErrorKind.ENGINE_NOT_INSTALLED: "invalid_request_error",
+    ErrorKind.REQUEST_TOO_LARGE: "invalid_request_error",
+    ErrorKind.OVERLOADED: "unavailable_error",
+    ErrorKind.REQUEST_TIMEOUT: "invalid_request_error",
+    ErrorKind.MODEL_LOAD_FAILED: "invalid_request_error",
+    ErrorKind.RUNNER_CRASHED: "server_error",
+    ErrorKind.RUNNER_CRASH_LOOP: "server_error",
+    ErrorKind.INSUFFICIENT_MEMORY: "server_error",
+    ErrorKind.INSUFFICIENT_STORAGE: "server_error",
+    ErrorKind.SERVER_ERROR: "server_error",
+}
+_ERROR_CODES = {
+    ErrorKind.EXCEED_CONTEXT_SIZE: "context_length_exceeded",
+    ErrorKind.REQUEST_TIMEOUT: "request_timeout",
+    ErrorKind.MODEL_LOAD_FAILED: "model_load_failed",
+    ErrorKind.RUNNER_CRASHED: "runner_crashed",
+    ErrorKind.RUNNER_CRASH_LOOP: "runner_crash_loop",
+    ErrorKind.INSUFFICIENT_MEMORY: "insufficient_memory",
 }
 
 
 def error_body(exc: DMRError) -> dict[str, Any]:
-    code = {"not_found": "model_not_found" if exc.param == "model" else None,
-            "exceed_context_size": "context_length_exceeded",
-            "request_timeout": "request_timeout",
-            "model_load_failed": "model_load_failed",
-            "runner_crashed": "runner_crashed",
-            "runner_crash_loop": "runner_crash_loop",
-            "insufficient_memory": "insufficient_memory"}.get(exc.kind)
+    code = _ERROR_CODES.get(exc.kind)
+    if exc.kind == ErrorKind.NOT_FOUND and exc.param == "model":
+        code = "model_not_found"
     error = {"message": exc.message, "type": _ERROR_TYPES.get(exc.kind, "server_error"),
              "param": exc.param, "code": code}
     error.update(exc.details)

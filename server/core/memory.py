@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from ..engines.base import format_bytes
-from .errors import DMRError, Overloaded
+from .errors import DMRError, ErrorKind, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ AUTO_SHARE = 0.9
 
 class InsufficientMemory(DMRError):
     status = 507
-    kind = "insufficient_memory"
+    kind = ErrorKind.INSUFFICIENT_MEMORY
 
     def __init__(self, model: str, need: int, budget: int, detail: str):
         super().__init__(

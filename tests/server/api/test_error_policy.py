@@ -121,3 +121,24 @@ def test_security_raises_and_the_matched_dialect_answers(keyed_app, method, path
     r = keyed_app.open(path, method=method, json={})
     assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
     assert check(r), r.get_data(as_text=True)
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_every_error_kind_has_a_type_in_every_dialect():
+    import pickle
+
+    import server.api.remote_chat  # noqa: F401  (its errors join the tree)
+    import server.core.memory  # noqa: F401
+    import server.store.errors  # noqa: F401
+    from server.core.errors import DMRError, ErrorKind
+
+    assert set(openai._ERROR_TYPES) == set(ErrorKind) == set(anthropic._ERRORS)
+    for cls in [DMRError, *_subclasses(DMRError)]:
+        assert isinstance(cls.kind, ErrorKind), cls
+    error = pickle.loads(pickle.dumps(Overloaded(retry_after=2)))
+    assert error.kind is ErrorKind.OVERLOADED and error.kind == "overloaded"
