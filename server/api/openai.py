@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from ..core import pipeline
-from ..core.errors import DMRError, ErrorKind, InvalidRequest
+from ..core.errors import DMRError, ErrorKind, Field, InvalidRequest
 from ..core.types import (
     ChatRequest,
     ChoiceDone,
@@ -85,12 +85,23 @@ _ERROR_CODES = {
 }
 
 
+#: The core's neutral request fields as OpenAI's `param`.
+_PARAMS = {Field.MODEL: "model", Field.GRAMMAR: "grammar",
+           Field.RESPONSE_SCHEMA: "response_format"}
+
+
+def param_of(exc: DMRError) -> str | None:
+    """The request field an error is about, as OpenAI names it."""
+    return exc.param if exc.param is not None else _PARAMS.get(exc.field)
+
+
 def error_body(exc: DMRError) -> dict[str, Any]:
+    param = param_of(exc)
     code = _ERROR_CODES.get(exc.kind)
-    if exc.kind == ErrorKind.NOT_FOUND and exc.param == "model":
+    if exc.kind == ErrorKind.NOT_FOUND and param == "model":
         code = "model_not_found"
     error = {"message": exc.message, "type": _ERROR_TYPES.get(exc.kind, "server_error"),
-             "param": exc.param, "code": code}
+             "param": param, "code": code}
     error.update(exc.details)
     return {"error": error}
 

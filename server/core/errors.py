@@ -62,16 +62,35 @@ class ErrorKind(str, Enum):  # noqa: UP042 (StrEnum would drop Python 3.10)
         return self.value
 
 
+class Field(str, Enum):  # noqa: UP042 (StrEnum would drop Python 3.10)
+    """The part of a request an error is about, in no dialect's words: each dialect's codec
+    names it (OpenAI's `param`: RESPONSE_SCHEMA is `response_format` there)."""
+
+    MODEL = "model"
+    GRAMMAR = "grammar"
+    RESPONSE_SCHEMA = "response_schema"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class DMRError(Exception):
-    """Base class: `status` is the HTTP status, `kind` a dialect-neutral error category."""
+    """Base class: `status` is the HTTP status, `kind` a dialect-neutral error category.
+
+    `field` names the part of the request at fault without a dialect's words (raised below
+    `server/api/`); `param` is a field as the request spelled it (raised by a dialect, or by
+    the core for a field every dialect names alike, such as `messages`). `details` join
+    OpenAI's error object."""
 
     status = 500
     kind: ErrorKind = ErrorKind.SERVER_ERROR
 
-    def __init__(self, message: str, *, param: str | None = None, **details):
+    def __init__(self, message: str, *, param: str | None = None, field: Field | None = None,
+                 **details):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.field = field
         self.details = details
 
     def __reduce__(self):
@@ -124,7 +143,7 @@ class NotFound(DMRError):
 
 class ModelNotFound(NotFound):
     def __init__(self, name: str):
-        super().__init__(f"model not found: {name}", param="model")
+        super().__init__(f"model not found: {name}", field=Field.MODEL)
         self.name = name
 
 
@@ -190,7 +209,7 @@ class ModelLoadFailed(DMRError):
 
     def __init__(self, name: str, reason: str):
         super().__init__(f"model {name} cannot be loaded: {reason}; remove it and pull it "
-                         "again", param="model")
+                         "again", field=Field.MODEL)
         self.reason = reason
 
 

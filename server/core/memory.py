@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from ..engines.base import format_bytes
-from .errors import DMRError, ErrorKind, Overloaded
+from .errors import DMRError, ErrorKind, Field, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class InsufficientMemory(DMRError):
             f"{model} needs an estimated {detail}, more than the whole memory budget of "
             f"{format_bytes(budget)}; load it with a smaller context size or fewer slots "
             "(`dmr configure --context-size`), or raise memory_budget (DMR_MEMORY_BUDGET)",
-            param="model", need_bytes=need, budget_bytes=budget)
+            field=Field.MODEL, need_bytes=need, budget_bytes=budget)
 
 
 class MemoryBusy(Overloaded):

@@ -142,3 +142,13 @@ def test_every_error_kind_has_a_type_in_every_dialect():
         assert isinstance(cls.kind, ErrorKind), cls
     error = pickle.loads(pickle.dumps(Overloaded(retry_after=2)))
     assert error.kind is ErrorKind.OVERLOADED and error.kind == "overloaded"
+
+
+def test_neutral_fields_get_openais_names():
+    from server.core.errors import Field, InvalidRequest, ModelNotFound
+
+    assert openai.error_body(InvalidRequest("x", field=Field.RESPONSE_SCHEMA))["error"][
+        "param"] == "response_format"
+    error = openai.error_body(ModelNotFound("m"))["error"]
+    assert error["param"] == "model" and error["code"] == "model_not_found"
+    assert openai.error_body(InvalidRequest("x", param="stop"))["error"]["param"] == "stop"
