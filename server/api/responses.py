@@ -26,7 +26,8 @@ from ..store.responses_store import ResponseStore
 from . import responses_input as inputs
 from .common import check_engine_segment, install_error_handlers
 from .keepalive import HEARTBEAT, with_heartbeats
-from .openai import error_body, error_response
+from .openai import error_response
+from .openai_codec import error_body
 from .recorder import record
 from .responses_background import Job, Jobs
 from .responses_codec import ResponseEncoder, new_response

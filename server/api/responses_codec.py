@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.errors import DMRError
 from ..core.types import ChoiceDone, Done, Event, TextDelta, ThinkingDelta, ToolCallDelta, Usage
-from .openai import param_of
+from .openai_codec import param_of
 from .responses_input import Options, new_id, tool_json
 
 #: Final status -> the event that ends the stream.

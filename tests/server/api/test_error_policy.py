@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 from flask import Blueprint, Flask, abort
 
-from server.api import anthropic, ollama, openai
+from server.api import anthropic, ollama, openai, openai_codec, openai_legacy_codec
 from server.api.common import install_error_handlers, plain_error
 from server.core.errors import Overloaded
 from server.core.types import TextDelta
@@ -66,9 +66,9 @@ def _failing_events():
 
 
 def test_openai_streams_report_any_failure_in_band():
-    chat = list(openai.chat_stream(SimpleNamespace(events=_failing_events()), "m", False))
+    chat = list(openai_codec.chat_stream(SimpleNamespace(events=_failing_events()), "m", False))
     assert '"content":"hi"' in chat[1] and "internal server error: boom" in chat[-1]
-    legacy = list(openai.completion_stream([SimpleNamespace(events=_failing_events())], "m", 1,
+    legacy = list(openai_legacy_codec.completion_stream([SimpleNamespace(events=_failing_events())], "m", 1,
                                            False))
     assert '"text":"hi"' in legacy[0] and "internal server error: boom" in legacy[-1]
 
@@ -137,7 +137,7 @@ def test_every_error_kind_has_a_type_in_every_dialect():
     import server.store.errors  # noqa: F401
     from server.core.errors import DMRError, ErrorKind
 
-    assert set(openai._ERROR_TYPES) == set(ErrorKind) == set(anthropic._ERRORS)
+    assert set(openai_codec._ERROR_TYPES) == set(ErrorKind) == set(anthropic._ERRORS)
     for cls in [DMRError, *_subclasses(DMRError)]:
         assert isinstance(cls.kind, ErrorKind), cls
     error = pickle.loads(pickle.dumps(Overloaded(retry_after=2)))
@@ -147,8 +147,8 @@ def test_every_error_kind_has_a_type_in_every_dialect():
 def test_neutral_fields_get_openais_names():
     from server.core.errors import Field, InvalidRequest, ModelNotFound
 
-    assert openai.error_body(InvalidRequest("x", field=Field.RESPONSE_SCHEMA))["error"][
+    assert openai_codec.error_body(InvalidRequest("x", field=Field.RESPONSE_SCHEMA))["error"][
         "param"] == "response_format"
-    error = openai.error_body(ModelNotFound("m"))["error"]
+    error = openai_codec.error_body(ModelNotFound("m"))["error"]
     assert error["param"] == "model" and error["code"] == "model_not_found"
-    assert openai.error_body(InvalidRequest("x", param="stop"))["error"]["param"] == "stop"
+    assert openai_codec.error_body(InvalidRequest("x", param="stop"))["error"]["param"] == "stop"
