@@ -5,7 +5,14 @@ from types import SimpleNamespace
 import pytest
 from flask import Blueprint, Flask, abort
 
-from server.api import anthropic, ollama, openai, openai_codec, openai_legacy_codec
+from server.api import (
+    anthropic,
+    anthropic_codec,
+    ollama,
+    openai,
+    openai_codec,
+    openai_legacy_codec,
+)
 from server.api.common import install_error_handlers, plain_error
 from server.core.errors import Overloaded
 from server.core.types import TextDelta
@@ -137,7 +144,7 @@ def test_every_error_kind_has_a_type_in_every_dialect():
     import server.store.errors  # noqa: F401
     from server.core.errors import DMRError, ErrorKind
 
-    assert set(openai_codec._ERROR_TYPES) == set(ErrorKind) == set(anthropic._ERRORS)
+    assert set(openai_codec._ERROR_TYPES) == set(ErrorKind) == set(anthropic_codec._ERRORS)
     for cls in [DMRError, *_subclasses(DMRError)]:
         assert isinstance(cls.kind, ErrorKind), cls
     error = pickle.loads(pickle.dumps(Overloaded(retry_after=2)))
