@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify
 
 from .. import __version__
 from ..core import pipeline
-from ..core.errors import ContextTooLong, DMRError, EngineFailure, ModelNotFound
+from ..core.errors import DMRError, EngineFailure
 from ..core.types import ChatRequest, EmbeddingRequest
 from ..state import current
 from ..store.progress import Event as PullEvent
@@ -27,7 +27,15 @@ from . import models as dmr_models
 from . import ollama_models as models
 from . import remote
 from .common import claim_unrouted, in_band, install_error_handlers, json_error
-from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
+from .ollama_codec import (
+    Encoder,
+    chat_request,
+    error_message,
+    generate_request,
+    keep_alive,
+    layer_status,
+    ns,
+)
 from .recorder import record
 from .sse import dumps, streaming_response
 from .validation import json_body, validate
@@ -41,18 +49,6 @@ NDJSON = "application/x-ndjson"
 
 
 # ------------------------------------------------------------------------------ errors
-
-
-def error_message(exc: DMRError) -> str:
-    """Ollama's wording where clients or users know it; ours otherwise."""
-    if isinstance(exc, ModelNotFound):
-        return f"model '{exc.name}' not found"
-    if isinstance(exc, ContextTooLong):
-        return (f"the input length exceeds the context length: the prompt has "
-                f"{exc.details['n_prompt_tokens']} tokens but the context size is "
-                f"{exc.details['n_ctx']}; shorten the prompt, raise options.num_ctx, or start "
-                "the server with a larger --context-size")
-    return exc.message
 
 
 def error_response(exc: DMRError) -> Response:
