@@ -14,11 +14,10 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from ..config import parse_duration
 from ..core import management
-from ..core.errors import DMRError, InvalidRequest, NotSupported
+from ..core.errors import InvalidRequest, NotSupported
 from ..core.runtime import DEFAULT_ENGINE, KNOWN_ENGINES, LoadedEntry
 from ..state import current
 from ..store.runner_config import (
@@ -29,7 +28,7 @@ from ..store.runner_config import (
     split_raw_flags,
 )
 from . import remote
-from .models import plain_error, plain_http_error
+from .common import install_error_handlers, plain_error
 from .validation import json_body, validate
 
 log = logging.getLogger(__name__)
@@ -37,12 +36,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("dmr_engines", __name__)
 
 
-@bp.errorhandler(DMRError)
-def _error(exc: DMRError):
-    return plain_error(exc)
-
-
-bp.register_error_handler(HTTPException, plain_http_error)
+install_error_handlers(bp, plain_error, "DMR engines")
 
 
 @bp.get("/engines/status")

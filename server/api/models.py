@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from ..core import management
 from ..core.chat_formats.detect import describe
@@ -25,30 +24,15 @@ from ..store.progress import PULL, PUSH, Notice
 from ..store.push import prepare_push
 from ..store.store import StoredModel
 from . import dmr_progress, ollama_models, openai, remote
+from .common import install_error_handlers, plain_error
 from .validation import json_body, validate
 
 native = Blueprint("dmr_models", __name__)
 openai_models = Blueprint("openai_models", __name__)
 
 
-def plain_error(exc: DMRError) -> Response:
-    return Response(exc.message + "\n", status=exc.status, mimetype="text/plain")
-
-
-@native.errorhandler(DMRError)
-def _native_error(exc: DMRError):
-    return plain_error(exc)
-
-
-def plain_http_error(exc: HTTPException) -> Response:
-    return Response((exc.description or exc.name) + "\n", status=exc.code or 500,
-                    mimetype="text/plain")
-
-
-native.register_error_handler(HTTPException, plain_http_error)
-
-
-openai_models.register_error_handler(DMRError, openai.error_response)
+install_error_handlers(native, plain_error, "DMR models")
+install_error_handlers(openai_models, openai.error_response, "OpenAI models")
 
 
 def native_json(model: StoredModel) -> dict[str, Any]:

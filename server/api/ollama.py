@@ -8,17 +8,15 @@ Translation lives in ollama_codec.py, model descriptions in ollama_models.py.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from werkzeug.exceptions import HTTPException
 
 from .. import __version__
 from ..core import management, pipeline
-from ..core.errors import ContextTooLong, DMRError, EngineFailure, ModelNotFound
+from ..core.errors import DMRError, EngineFailure
 from ..core.types import ChatRequest, EmbeddingRequest
 from ..state import current
 from ..store.progress import Event as PullEvent
@@ -26,13 +24,19 @@ from ..store.progress import LayerProgress
 from ..store.store import StoredModel
 from . import ollama_models as models
 from . import remote
-from .common import json_error
-from .ollama_codec import Encoder, chat_request, generate_request, keep_alive, layer_status, ns
+from .common import claim_unrouted, in_band, install_error_handlers, json_error
+from .ollama_codec import (
+    Encoder,
+    chat_request,
+    error_message,
+    generate_request,
+    keep_alive,
+    layer_status,
+    ns,
+)
 from .recorder import record
 from .sse import dumps, streaming_response
 from .validation import json_body, validate
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("ollama", __name__, url_prefix="/api")
 
@@ -45,41 +49,11 @@ NDJSON = "application/x-ndjson"
 # ------------------------------------------------------------------------------ errors
 
 
-def error_message(exc: DMRError) -> str:
-    """Ollama's wording where clients or users know it; ours otherwise."""
-    if isinstance(exc, ModelNotFound):
-        return f"model '{exc.name}' not found"
-    if isinstance(exc, ContextTooLong):
-        return (f"the input length exceeds the context length: the prompt has "
-                f"{exc.details['n_prompt_tokens']} tokens but the context size is "
-                f"{exc.details['n_ctx']}; shorten the prompt, raise options.num_ctx, or start "
-                "the server with a larger --context-size")
-    return exc.message
-
-
 def error_response(exc: DMRError) -> Response:
     return json_error({"error": error_message(exc)}, exc.status, exc)
 
 
-@bp.errorhandler(DMRError)
-def _dmr_error(exc: DMRError):
-    return error_response(exc)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    response = jsonify({"error": exc.description or exc.name})
-    response.status_code = exc.code or 500
-    return response
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    """A server fault still answers in Ollama's shape, so clients show the reason."""
-    log.exception("ollama route failed")
-    response = jsonify({"error": f"internal server error: {exc}"})
-    response.status_code = 500
-    return response
+install_error_handlers(bp, error_response, "Ollama")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -93,11 +67,8 @@ def ndjson(objects: Iterable[dict[str, Any]],
     try:
         for obj in iterator:
             yield dumps(obj) + "\n"
-    except DMRError as exc:
-        yield dumps({"error": error_message(exc)}) + "\n"
     except Exception as exc:  # never end a stream without a last word
-        log.exception("ollama stream failed")
-        yield dumps({"error": f"internal server error: {exc}"}) + "\n"
+        yield dumps({"error": error_message(in_band(exc, "Ollama"))}) + "\n"
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
@@ -332,5 +303,7 @@ def _pull_lines(store, name: str, events: Iterator[PullEvent],
 
 def register(app) -> None:
     from . import ollama_create  # noqa: F401  (its routes join this blueprint)
+
+    claim_unrouted(app, r"^/api(/|$)", error_response)
 
     app.register_blueprint(bp)

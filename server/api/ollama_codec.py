@@ -1,5 +1,5 @@
 """Ollama's wire format <-> core types, without HTTP: request bodies to core requests, core
-events to the objects Ollama streams as NDJSON.
+events to the objects Ollama streams as NDJSON, core errors to Ollama's messages.
 
 Pure functions and one encoder class, so the translation is testable without a server. The
 routes live in ollama.py.
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ..config import parse_duration
-from ..core.errors import InvalidRequest, NotSupported
+from ..core.errors import ContextTooLong, DMRError, InvalidRequest, ModelNotFound, NotSupported
 from ..core.types import (
     ChatRequest,
     ChoiceDone,
@@ -357,3 +357,15 @@ class Encoder:
         out.update(done=True, done_reason=reason, total_duration=ns(time.monotonic() - self.started),
                    load_duration=ns(load_seconds))
         return out
+
+
+def error_message(exc: DMRError) -> str:
+    """Ollama's wording where clients or users know it; ours otherwise."""
+    if isinstance(exc, ModelNotFound):
+        return f"model '{exc.name}' not found"
+    if isinstance(exc, ContextTooLong):
+        return (f"the input length exceeds the context length: the prompt has "
+                f"{exc.details['n_prompt_tokens']} tokens but the context size is "
+                f"{exc.details['n_ctx']}; shorten the prompt, raise options.num_ctx, or start "
+                "the server with a larger --context-size")
+    return exc.message

@@ -2,89 +2,27 @@
 
 Chat completions, legacy completions and embeddings, streamed as OpenAI streams them (SSE,
 one id for every chunk, role in the first delta, optional usage chunk, `data: [DONE]`).
-Errors use OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+Errors use OpenAI's shape: {"error": {"message", "type", "param", "code"}}. The translation
+lives in openai_codec.py (chat, embeddings, errors) and openai_legacy_codec.py (/completions);
+here are the routes.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import logging
-import secrets
-import struct
-import time
-from collections.abc import Iterator
-from typing import Any
-
 from flask import Blueprint, Response, jsonify
-from werkzeug.exceptions import HTTPException
 
 from ..core import pipeline
 from ..core.errors import DMRError, InvalidRequest
-from ..core.types import (
-    ChatRequest,
-    ChoiceDone,
-    CompletionRequest,
-    Done,
-    EmbeddingRequest,
-    Image,
-    Message,
-    Sampling,
-    TextDelta,
-    ThinkingDelta,
-    TokenLogprob,
-    Tool,
-    ToolCall,
-    ToolCallDelta,
-    ToolChoice,
-    Usage,
-)
 from ..state import current
-from .common import check_engine_segment, json_error
+from . import openai_codec as codec
+from . import openai_legacy_codec as legacy
+from .common import check_engine_segment, claim_unrouted, install_error_handlers, json_error
+from .openai_codec import error_body
 from .recorder import record
-from .sse import sse_data, streaming_response
-from .validation import check_json_schema, json_body, validate
-
-log = logging.getLogger(__name__)
+from .sse import streaming_response
+from .validation import json_body
 
 bp = Blueprint("openai", __name__)
-
-SYSTEM_FINGERPRINT = "litellm-dmr"
-
-# ------------------------------------------------------------------------------------ errors
-
-_ERROR_TYPES = {
-    "invalid_request": "invalid_request_error",
-    "exceed_context_size": "exceed_context_size_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "conflict": "invalid_request_error",
-    "engine_not_installed": "invalid_request_error",
-    "request_too_large": "invalid_request_error",
-    "overloaded": "unavailable_error",
-    "request_timeout": "invalid_request_error",
-    "model_load_failed": "invalid_request_error",
-    "runner_crashed": "server_error",
-    "runner_crash_loop": "server_error",
-    "insufficient_memory": "server_error",
-    "server_error": "server_error",
-}
-
-
-def error_body(exc: DMRError) -> dict[str, Any]:
-    code = {"not_found": "model_not_found" if exc.param == "model" else None,
-            "exceed_context_size": "context_length_exceeded",
-            "request_timeout": "request_timeout",
-            "model_load_failed": "model_load_failed",
-            "runner_crashed": "runner_crashed",
-            "runner_crash_loop": "runner_crash_loop",
-            "insufficient_memory": "insufficient_memory"}.get(exc.kind)
-    error = {"message": exc.message, "type": _ERROR_TYPES.get(exc.kind, "server_error"),
-             "param": exc.param, "code": code}
-    error.update(exc.details)
-    return {"error": error}
 
 
 def error_response(exc: DMRError) -> Response:
@@ -92,367 +30,7 @@ def error_response(exc: DMRError) -> Response:
 
 
 bp.before_request(check_engine_segment)
-
-
-@bp.errorhandler(DMRError)
-def _dmr_error(exc: DMRError):
-    return error_response(exc)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    error = DMRError(exc.description or exc.name)
-    error.status = exc.code or 500
-    error.kind = "request_too_large" if exc.code == 413 else "invalid_request"
-    return error_response(error)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    log.exception("unexpected error in the OpenAI API")
-    return error_response(DMRError(f"internal server error: {exc}"))
-
-
-# ------------------------------------------------------------------------------------ requests
-
-
-_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty",
-                  "frequency_penalty", "repeat_penalty", "seed", "speculative")
-
-
-def _sampling(body: dict[str, Any], max_tokens: int | None) -> Sampling:
-    s = Sampling(max_tokens=max_tokens)
-    for key in _SAMPLING_KEYS:
-        if body.get(key) is not None:
-            setattr(s, key, body[key])
-    stop = body.get("stop")
-    s.stop = [stop] if isinstance(stop, str) else list(stop or [])
-    s.logit_bias = {int(k): float(v) for k, v in (body.get("logit_bias") or {}).items()}
-    explicit = {key for key in _SAMPLING_KEYS if body.get(key) is not None}
-    if max_tokens is not None:
-        explicit.add("max_tokens")
-    if s.stop:
-        explicit.add("stop")
-    s.explicit = frozenset(explicit)
-    return s
-
-
-def _data_uri_image(url: str) -> Image:
-    if not url.startswith("data:"):
-        return Image(url=url)
-    header, _, payload = url.partition(",")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest("image_url data URI is not valid base64", param="messages") from exc
-    return Image(data=data, media_type=header[5:].split(";")[0] or None)
-
-
-def _message(raw: dict[str, Any]) -> Message:
-    role = {"developer": "system", "function": "tool"}.get(raw["role"], raw["role"])
-    content = raw.get("content")
-    texts: list[str] = []
-    images: list[Image] = []
-    if isinstance(content, str):
-        texts.append(content)
-    elif isinstance(content, list):
-        for part in content:
-            if part["type"] == "text":
-                texts.append(part["text"])
-            else:
-                url = part["image_url"]
-                images.append(_data_uri_image(url if isinstance(url, str) else url["url"]))
-    calls = []
-    for call in raw.get("tool_calls") or []:
-        args = call["function"].get("arguments", "{}")
-        calls.append(ToolCall(call.get("id") or "", call["function"]["name"],
-                              args if isinstance(args, str) else json.dumps(args)))
-    return Message(role=role, content="\n".join(texts), images=images, tool_calls=calls,
-                   tool_call_id=raw.get("tool_call_id"), name=raw.get("name"),
-                   reasoning=raw.get("reasoning_content"))
-
-
-def _tool_choice(raw: Any) -> ToolChoice:
-    if raw is None or raw == "auto":
-        return ToolChoice("auto")
-    if isinstance(raw, str):
-        return ToolChoice(raw)
-    return ToolChoice("function", raw["function"]["name"])
-
-
-def _response_schema(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """(the JSON Schema the answer must satisfy, the field that gave it): response_format,
-    or llama-server's top-level json_schema."""
-    raw = body.get("response_format")
-    if body.get("json_schema") is not None:
-        if raw and raw["type"] != "text":
-            raise InvalidRequest("give response_format or json_schema, not both",
-                                 param="json_schema")
-        check_json_schema(body["json_schema"], "json_schema")
-        return body["json_schema"], "json_schema"
-    if not raw or raw["type"] == "text":
-        return None, "response_format"
-    if raw["type"] == "json_object":
-        schema = raw.get("schema") or {}
-    else:
-        schema = raw["json_schema"].get("schema") or {}
-    check_json_schema(schema, "response_format")
-    return schema, "response_format"
-
-
-def parse_chat(body: dict[str, Any], engine: str | None) -> ChatRequest:
-    validate("openai_chat", body)
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    sampling = _sampling(body, max_tokens)
-    if body.get("top_logprobs") is not None and not body.get("logprobs"):
-        raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
-    if body.get("logprobs"):
-        sampling.logprobs = body.get("top_logprobs") or 0
-    tools = []
-    for i, raw in enumerate(body.get("tools") or []):
-        fn = raw["function"]
-        params = fn.get("parameters") or {"type": "object", "properties": {}}
-        check_json_schema(params, f"tools[{i}].function.parameters")
-        tools.append(Tool(fn["name"], fn.get("description") or "", params))
-    schema, schema_param = _response_schema(body)
-    req = ChatRequest(
-        model=body["model"],
-        engine=engine,
-        messages=[_message(m) for m in body["messages"]],
-        sampling=sampling,
-        tools=tools,
-        tool_choice=_tool_choice(body.get("tool_choice")),
-        response_schema=schema,
-        schema_param=schema_param,
-        grammar=body.get("grammar"),
-        n=body.get("n") or 1,
-    )
-    effort = body.get("reasoning_effort")
-    if effort == "none":
-        req.thinking.enabled = False
-    elif effort:  # any effort turns thinking on, for every model (core/reasoning.py)
-        req.thinking.enabled = True
-    return req
-
-
-def parse_completion(body: dict[str, Any], engine: str | None) -> list[CompletionRequest]:
-    """One CompletionRequest per prompt (OpenAI accepts a batch of prompts)."""
-    validate("openai_completion", body)
-    if body.get("suffix"):
-        raise InvalidRequest("suffix (fill-in-the-middle) is not supported by this model",
-                             param="suffix")
-    n = body.get("n") or 1
-    if body.get("best_of") not in (None, n):
-        raise InvalidRequest("best_of must equal n (or be omitted)", param="best_of")
-    # 16 is the API's own default (not the model's): it counts as the request's choice.
-    sampling = _sampling(body, 16 if body.get("max_tokens") is None else body["max_tokens"])
-    if body.get("logprobs") is not None:
-        sampling.logprobs = body["logprobs"]
-    prompt = body["prompt"]
-    if isinstance(prompt, str) or isinstance(prompt[0], int):
-        prompts = [prompt]
-    else:
-        prompts = prompt
-    schema, schema_param = _response_schema(body)
-    return [CompletionRequest(model=body["model"], prompt=p, sampling=sampling, engine=engine,
-                              n=n, echo=bool(body.get("echo")), response_schema=schema,
-                              schema_param=schema_param, grammar=body.get("grammar"))
-            for p in prompts]
-
-
-# ------------------------------------------------------------------------------------ encoding
-
-
-def _logprob_json(lp: TokenLogprob) -> dict[str, Any]:
-    return {"token": lp.token, "logprob": lp.logprob, "bytes": lp.bytes,
-            "top_logprobs": [{"token": t, "logprob": v, "bytes": b} for t, b, v in lp.top]}
-
-
-def usage_json(usage: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-    }
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
-
-
-def chat_response(run: pipeline.Run, model: str) -> dict[str, Any]:
-    choices: dict[int, dict[str, Any]] = {}
-    usage = Usage()
-
-    def choice(i: int) -> dict[str, Any]:
-        return choices.setdefault(i, {"index": i, "content": "", "reasoning": "", "calls": [],
-                                      "logprobs": None, "finish_reason": None})
-
-    for event in run.events:
-        if isinstance(event, TextDelta):
-            c = choice(event.choice)
-            c["content"] += event.text
-            if event.logprobs:
-                c["logprobs"] = (c["logprobs"] or []) + [_logprob_json(x) for x in event.logprobs]
-        elif isinstance(event, ThinkingDelta):
-            choice(event.choice)["reasoning"] += event.text
-        elif isinstance(event, ToolCallDelta):
-            calls = choice(event.choice)["calls"]
-            if event.id is not None:
-                calls.append({"id": event.id, "type": "function",
-                              "function": {"name": event.name, "arguments": ""}})
-            calls[event.index]["function"]["arguments"] += event.arguments
-        elif isinstance(event, ChoiceDone):
-            choice(event.choice)["finish_reason"] = event.finish_reason
-        elif isinstance(event, Done):
-            usage = event.usage
-    out = []
-    for i in sorted(choices):
-        c = choices[i]
-        message: dict[str, Any] = {"role": "assistant",
-                                   "content": c["content"] if c["content"] or not c["calls"] else None}
-        if c["reasoning"]:
-            message["reasoning_content"] = c["reasoning"]
-        if c["calls"]:
-            message["tool_calls"] = c["calls"]
-        out.append({"index": i, "message": message,
-                    "logprobs": {"content": c["logprobs"]} if c["logprobs"] is not None else None,
-                    "finish_reason": c["finish_reason"]})
-    return {
-        "id": _new_id("chatcmpl"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": SYSTEM_FINGERPRINT,
-        "choices": out,
-        "usage": usage_json(usage),
-    }
-
-
-def chat_stream(run: pipeline.Run, model: str, include_usage: bool) -> Iterator[str]:
-    head = {"id": _new_id("chatcmpl"), "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": model, "system_fingerprint": SYSTEM_FINGERPRINT}
-    started: set[int] = set()
-
-    def chunk(i: int, delta: dict[str, Any], finish: str | None = None,
-              logprobs: Any = None) -> str:
-        body = {**head, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
-                                     "finish_reason": finish}]}
-        if include_usage:
-            body["usage"] = None
-        return sse_data(body)
-
-    def ensure_started(i: int) -> Iterator[str]:
-        if i not in started:
-            started.add(i)
-            yield chunk(i, {"role": "assistant", "content": ""})
-
-    events = run.events
-    try:
-        for event in events:
-            if isinstance(event, Done):
-                if include_usage:
-                    yield sse_data({**head, "choices": [], "usage": usage_json(event.usage)})
-                continue
-            yield from ensure_started(event.choice)
-            if isinstance(event, TextDelta):
-                logprobs = ({"content": [_logprob_json(x) for x in event.logprobs]}
-                            if event.logprobs else None)
-                yield chunk(event.choice, {"content": event.text}, logprobs=logprobs)
-            elif isinstance(event, ThinkingDelta):
-                yield chunk(event.choice, {"reasoning_content": event.text})
-            elif isinstance(event, ToolCallDelta):
-                call: dict[str, Any] = {"index": event.index,
-                                        "function": {"arguments": event.arguments}}
-                if event.id is not None:
-                    call.update(id=event.id, type="function")
-                    call["function"]["name"] = event.name
-                yield chunk(event.choice, {"tool_calls": [call]})
-            elif isinstance(event, ChoiceDone):
-                yield chunk(event.choice, {}, finish=event.finish_reason)
-        yield "data: [DONE]\n\n"
-    except DMRError as exc:  # after the 200: report in-band, as OpenAI does
-        yield sse_data(error_body(exc))
-    finally:
-        events.close()
-
-
-def completion_json(runs: list[pipeline.Run], model: str, n: int) -> dict[str, Any]:
-    choices: dict[int, dict[str, Any]] = {}
-    usage = Usage()
-    for p, run in enumerate(runs):
-        for event in run.events:
-            if isinstance(event, Done):
-                usage.prompt_tokens += event.usage.prompt_tokens
-                usage.completion_tokens += event.usage.completion_tokens
-                usage.cached_tokens += event.usage.cached_tokens
-                continue
-            index = p * n + event.choice
-            c = choices.setdefault(index, {"text": "", "index": index, "logprobs": None,
-                                           "finish_reason": None})
-            if isinstance(event, TextDelta):
-                if event.logprobs:
-                    c["logprobs"] = _merge_completion_logprobs(c["logprobs"], event.logprobs,
-                                                               len(c["text"]))
-                c["text"] += event.text
-            elif isinstance(event, ChoiceDone):
-                c["finish_reason"] = event.finish_reason
-    return {"id": _new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
-            "model": model, "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [choices[i] for i in sorted(choices)], "usage": usage_json(usage)}
-
-
-def _merge_completion_logprobs(acc: dict | None, items: list[TokenLogprob],
-                               offset: int) -> dict[str, Any]:
-    """Legacy logprobs; `offset` is where the first of `items` starts in the choice's text
-    (after an echoed prompt, and after earlier chunks of a stream)."""
-    acc = acc or {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for lp in items:
-        acc["tokens"].append(lp.token)
-        acc["token_logprobs"].append(lp.logprob)
-        acc["top_logprobs"].append({t: v for t, _, v in lp.top})
-        acc["text_offset"].append(offset)
-        offset += len(lp.token)
-    return acc
-
-
-def completion_stream(runs: list[pipeline.Run], model: str, n: int,
-                      include_usage: bool) -> Iterator[str]:
-    head = {"id": _new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
-            "model": model, "system_fingerprint": SYSTEM_FINGERPRINT}
-    usage = Usage()
-    sent: dict[int, int] = {}  # characters of text each choice has streamed so far
-    try:
-        for p, run in enumerate(runs):
-            for event in run.events:
-                if isinstance(event, Done):
-                    usage.prompt_tokens += event.usage.prompt_tokens
-                    usage.completion_tokens += event.usage.completion_tokens
-                    usage.cached_tokens += event.usage.cached_tokens
-                    continue
-                index = p * n + event.choice
-                if isinstance(event, TextDelta):
-                    logprobs = (_merge_completion_logprobs(None, event.logprobs,
-                                                           sent.get(index, 0))
-                                if event.logprobs else None)
-                    sent[index] = sent.get(index, 0) + len(event.text)
-                    choice = {"text": event.text, "index": index, "logprobs": logprobs,
-                              "finish_reason": None}
-                elif isinstance(event, ChoiceDone):
-                    choice = {"text": "", "index": index, "logprobs": None,
-                              "finish_reason": event.finish_reason}
-                else:
-                    continue
-                yield sse_data({**head, "choices": [choice]})
-        if include_usage:
-            yield sse_data({**head, "choices": [], "usage": usage_json(usage)})
-        yield "data: [DONE]\n\n"
-    except DMRError as exc:
-        yield sse_data(error_body(exc))
-    finally:
-        for run in runs:
-            run.events.close()
+install_error_handlers(bp, error_response, "OpenAI")
 
 
 # ------------------------------------------------------------------------------------ routes
@@ -462,20 +40,20 @@ def completion_stream(runs: list[pipeline.Run], model: str, n: int,
 @record("openai")
 def chat_completions(engine: str | None = None):
     body = json_body()
-    req = parse_chat(body, engine)
+    req = codec.parse_chat(body, engine)
     run = pipeline.start_chat(current().runtime, req)
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return streaming_response(chat_stream(run, body["model"], include_usage),
+        return streaming_response(codec.chat_stream(run, body["model"], include_usage),
                                   "text/event-stream", on_close=run.close)
-    return jsonify(chat_response(run, body["model"]))
+    return jsonify(codec.chat_response(run, body["model"]))
 
 
 @bp.post("/completions")
 @record("openai")
 def completions(engine: str | None = None):
     body = json_body()
-    reqs = parse_completion(body, engine)
+    reqs = legacy.parse_completion(body, engine)
     runtime = current().runtime
     runs: list[pipeline.Run] = []
     try:
@@ -488,31 +66,19 @@ def completions(engine: str | None = None):
     n = reqs[0].n
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return streaming_response(completion_stream(runs, body["model"], n, include_usage),
+        return streaming_response(legacy.completion_stream(runs, body["model"], n, include_usage),
                                   "text/event-stream",
                                   on_close=lambda: [run.close() for run in runs])
-    return jsonify(completion_json(runs, body["model"], n))
+    return jsonify(legacy.completion_json(runs, body["model"], n))
 
 
 @bp.post("/embeddings")
 @record("openai")
 def embeddings(engine: str | None = None):
     body = json_body()
-    validate("openai_embedding", body)
-    raw = body["input"]
-    inputs = [raw] if isinstance(raw, str) or isinstance(raw[0], int) else list(raw)
-    result = pipeline.embed(current().runtime, EmbeddingRequest(
-        model=body["model"], inputs=inputs, engine=engine, dimensions=body.get("dimensions")))
-    as_base64 = body.get("encoding_format") == "base64"
-    data = []
-    for i, vector in enumerate(result.vectors):
-        value: Any = vector
-        if as_base64:
-            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": value})
-    return jsonify({"object": "list", "data": data, "model": body["model"],
-                    "usage": {"prompt_tokens": result.prompt_tokens,
-                              "total_tokens": result.prompt_tokens}})
+    result = pipeline.embed(current().runtime, codec.parse_embedding(body, engine))
+    return jsonify(codec.embedding_json(result, body["model"],
+                                        body.get("encoding_format") == "base64"))
 
 
 @bp.post("/images/generations")
@@ -525,6 +91,7 @@ def image_generations(engine: str | None = None):
 
 def register(app) -> None:
     """Mount the dialect at every prefix DMR serves it under."""
+    claim_unrouted(app, r"^/(engines/([^/]+/)?)?v1(/|$)", error_response)
     app.register_blueprint(bp, url_prefix="/engines/v1", name="openai_engines")
     app.register_blueprint(bp, url_prefix="/engines/<engine>/v1", name="openai_engine")
     app.register_blueprint(bp, url_prefix="/v1", name="openai_v1")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .anthropic_encoder import accumulate
+
 
 class Rebuilder:
     """Items of one stream in, one answer out. `item(event, data)` gets each SSE event (or
@@ -129,8 +131,6 @@ class AnthropicRebuilder(Rebuilder):
     def answer(self) -> Any:
         if self.message is None:
             return None
-        from .anthropic import accumulate  # anthropic.py imports the recorder, which imports us
-
         try:
             content = accumulate(self.events)
         except (KeyError, IndexError, TypeError):  # a stream cut off mid-block

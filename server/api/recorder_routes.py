@@ -14,13 +14,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from .. import lifecycle
-from ..core.errors import DMRError
 from ..state import State, current
 from ..store.store import ModelStore
-from .models import plain_error, plain_http_error
+from .common import install_error_handlers, plain_error
 from .recorder import Recorder, install
 from .sse import sse_event, streaming_response
 
@@ -29,12 +27,7 @@ bp = Blueprint("dmr_requests", __name__)
 PING_SECONDS = 15.0
 
 
-@bp.errorhandler(DMRError)
-def _error(exc: DMRError):
-    return plain_error(exc)
-
-
-bp.register_error_handler(HTTPException, plain_http_error)
+install_error_handlers(bp, plain_error, "DMR requests")
 
 
 def recorder() -> Recorder:

@@ -21,12 +21,13 @@ from flask import Blueprint, Flask, Response, abort, current_app, jsonify, reque
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..core import pipeline
-from ..core.errors import DMRError, InvalidRequest
+from ..core.errors import DMRError
 from ..core.runtime import Runtime
 from ..core.types import ChatRequest, CompletionRequest, EmbeddingRequest
 from ..engines.remote.engine import RemoteEngine
 from ..state import current
 from . import openai, remote_chat, remote_proxy
+from .common import install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -133,45 +134,36 @@ def ollama_tags(runtime: Runtime) -> list[dict]:
 # ------------------------------------------------------------------------------ passthrough
 
 
-def _openai_error(exc: DMRError) -> Response:
-    return openai.error_response(exc)
-
-
 def _intercept() -> Response | None:
-    """before_request: OpenAI traffic for a remote engine never reaches the local dialect."""
+    """before_request: OpenAI traffic for a remote engine never reaches the local dialect.
+    Its errors are raised: the matched route's blueprint (OpenAI's) shapes them."""
     runtime = current().runtime
     if not runtime.remotes:
         return None
-    try:
-        match = _ENGINE_PATH.match(request.path)
-        if match and match.group(1) in runtime.remotes:
-            engine, rest = runtime.remotes[match.group(1)], match.group(2)
-            if rest in _TRANSLATED or request.method == "OPTIONS":
-                return None
-            if request.method == "GET" and rest == "models":
-                return jsonify({"object": "list",
-                                "data": remote_proxy.openai_models([engine])})
-            if request.method == "GET" and rest.startswith("models/"):
-                return remote_proxy.openai_model(engine, rest[len("models/"):])
-            return remote_proxy.passthrough(engine, rest)
-        by_model = _BY_MODEL.match(request.path)
-        if by_model and request.method == "POST" and request.is_json:
-            body = request.get_json(silent=True, cache=True)
-            model = body.get("model") if isinstance(body, dict) else None
-            engine = engine_for(runtime, None, model if isinstance(model, str) else None)
-            if engine is not None:
-                return remote_proxy.passthrough(engine, by_model.group(1))
-    except DMRError as exc:
-        return _openai_error(exc)
-    except HTTPException as exc:  # e.g. 413 while reading the body
-        error = InvalidRequest(exc.description or exc.name)
-        error.status = exc.code or 400
-        return _openai_error(error)
+    match = _ENGINE_PATH.match(request.path)
+    if match and match.group(1) in runtime.remotes:
+        engine, rest = runtime.remotes[match.group(1)], match.group(2)
+        if rest in _TRANSLATED or request.method == "OPTIONS":
+            return None
+        if request.method == "GET" and rest == "models":
+            return jsonify({"object": "list",
+                            "data": remote_proxy.openai_models([engine])})
+        if request.method == "GET" and rest.startswith("models/"):
+            return remote_proxy.openai_model(engine, rest[len("models/"):])
+        return remote_proxy.passthrough(engine, rest)
+    by_model = _BY_MODEL.match(request.path)
+    if by_model and request.method == "POST" and request.is_json:
+        body = request.get_json(silent=True, cache=True)
+        model = body.get("model") if isinstance(body, dict) else None
+        engine = engine_for(runtime, None, model if isinstance(model, str) else None)
+        if engine is not None:
+            return remote_proxy.passthrough(engine, by_model.group(1))
     return None
 
 
 #: Registered only when remote engines are configured.
 passthrough_bp = Blueprint("remote_passthrough", __name__)
+install_error_handlers(passthrough_bp, openai.error_response, "OpenAI passthrough")
 
 
 @passthrough_bp.route("/engines/<engine>/v1/<path:rest>", methods=["GET", "POST", "DELETE"])

@@ -21,6 +21,7 @@ from ..core import pipeline
 from ..core.errors import (
     DMRError,
     EngineFailure,
+    ErrorKind,
     InvalidRequest,
     ModelNotFound,
     Overloaded,
@@ -52,7 +53,7 @@ class UpstreamRefused(DMRError):
     """The upstream answered an error status; ours follows it (5xx become 502)."""
 
     status = 502
-    kind = "server_error"
+    kind = ErrorKind.SERVER_ERROR
 
 
 # ------------------------------------------------------------------------------ requests

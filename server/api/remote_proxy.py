@@ -21,7 +21,7 @@ from flask import Response, jsonify, request
 from ..core.errors import DMRError, InvalidRequest, ModelNotFound
 from ..engines.remote.engine import Forwarded, RemoteEngine, UpstreamBroken
 from ..engines.remote.upstream import model_key
-from . import openai
+from . import openai_codec
 from .sse import dumps
 
 #: Request headers passed on (besides the body's content type); never Authorization/cookies.
@@ -85,7 +85,7 @@ def upstream_error_body(status: int, raw: bytes, upstream: str) -> dict[str, Any
 
 
 def in_band_error(exc: DMRError) -> bytes:
-    return f"data: {dumps(openai.error_body(exc))}\n\n".encode()
+    return f"data: {dumps(openai_codec.error_body(exc))}\n\n".encode()
 
 
 # ------------------------------------------------------------------------------ passthrough
@@ -128,7 +128,7 @@ def relay(forwarded: Forwarded) -> Response:
         try:
             raw = b"".join(forwarded.chunks())
         except UpstreamBroken as exc:
-            raw = dumps(openai.error_body(exc)).encode()
+            raw = dumps(openai_codec.error_body(exc)).encode()
         body = upstream_error_body(forwarded.status, raw, forwarded.upstream.url)
         response = jsonify(body)
         response.status_code = forwarded.status

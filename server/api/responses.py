@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from ..core import pipeline, truncation
 from ..core.errors import DMRError, InvalidRequest, NotFound
 from ..state import current
 from ..store.responses_store import ResponseStore
 from . import responses_input as inputs
-from .common import check_engine_segment
+from .common import check_engine_segment, install_error_handlers
 from .keepalive import HEARTBEAT, with_heartbeats
-from .openai import error_body, error_response
+from .openai import error_response
+from .openai_codec import error_body
 from .recorder import record
 from .responses_background import Job, Jobs
 from .responses_codec import ResponseEncoder, new_response
@@ -57,23 +57,7 @@ def _service() -> Service:
     return current_app.extensions["dmr_responses"]
 
 
-@bp.errorhandler(DMRError)
-def _dmr_error(exc: DMRError):
-    return error_response(exc)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    error = DMRError(exc.description or exc.name)
-    error.status = exc.code or 500
-    error.kind = {413: "request_too_large", 404: "not_found"}.get(exc.code, "invalid_request")
-    return error_response(error)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    log.exception("unexpected error in the Responses API")
-    return error_response(DMRError(f"internal server error: {exc}"))
+install_error_handlers(bp, error_response, "Responses")
 
 
 def _code(exc: DMRError) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..core.errors import DMRError
 from ..core.types import ChoiceDone, Done, Event, TextDelta, ThinkingDelta, ToolCallDelta, Usage
+from .openai_codec import param_of
 from .responses_input import Options, new_id, tool_json
 
 #: Final status -> the event that ends the stream.
@@ -167,7 +168,7 @@ class ResponseEncoder:
         yield from self._close("incomplete")
         self.response["error"] = {"code": code or "server_error", "message": exc.message}
         yield self._event("error", code=code or "server_error", message=exc.message,
-                          param=exc.param)
+                          param=param_of(exc))
         yield from self.end("failed")
 
     def cancel(self) -> Iterator[dict[str, Any]]:

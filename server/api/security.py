@@ -8,25 +8,28 @@ port; here a `:*` pattern matches any port. Browsers on loopback origins are all
 (a local web UI next to the server), any other origin needs `cors_origins`. A request without
 an `Origin` header is not a browser's cross-origin request and passes. API keys are optional;
 with keys set, every route but `/health` (and CORS preflights, which browsers send without
-credentials) needs one. Errors use the shape of the dialect the path belongs to.
+credentials) needs one.
+
+A rejection is raised as a core error (Forbidden, Unauthorized), so the blueprint the path
+matched answers it in its dialect's shape, as it answers any other error; a path no route
+serves is answered by the dialect that claimed it (api/common.py's fallback).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..core.errors import DMRError, Forbidden, Unauthorized
-from . import anthropic, ollama, openai
+from .common import install_fallback
 from .hosts import DesktopPrefix, HostMatcher
-from .models import plain_error
 
 #: Loopback origins on any port, over http and https: always allowed.
 DEFAULT_ORIGINS = tuple(f"{scheme}://{host}:*" for host in ("localhost", "127.0.0.1", "[::1]")
@@ -135,19 +138,10 @@ def request_key() -> str | None:
     return request.headers.get("x-api-key", "").strip() or None
 
 
-_ANTHROPIC = re.compile(r"^/anthropic(/|$)|(^|/)v1/messages(/|$)")
-_OPENAI = re.compile(r"^/(engines/([^/]+/)?)?v1(/|$)")
+class KeyRejected(Unauthorized):
+    """No valid API key; the answer asks for a bearer token (`WWW-Authenticate`)."""
 
-
-def error_response(exc: DMRError, path: str) -> Response:
-    """The error in the shape of the dialect that owns `path`; DMR-native routes get text."""
-    if _ANTHROPIC.search(path):
-        return anthropic.error_response(exc)
-    if path == "/api" or path.startswith("/api/"):
-        return ollama.error_response(exc)
-    if _OPENAI.match(path):
-        return openai.error_response(exc)
-    return plain_error(exc)
+    challenge = "Bearer"
 
 
 def is_loopback(host: str) -> bool:
@@ -181,9 +175,10 @@ def _discard_body() -> None:
         pass
 
 
-def _reject(exc: DMRError) -> Response:
+def _reject(exc: DMRError) -> NoReturn:
+    """Refuse the request; the blueprint it matched answers in its dialect's shape."""
     _discard_body()
-    return error_response(exc, request.path)
+    raise exc
 
 
 def _preflight() -> Response:
@@ -212,10 +207,10 @@ def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str], *,
     def check() -> Response | None:
         host = request.environ.get("HTTP_HOST")
         if not hosts.allows(host) and request.path not in OPEN_PATHS:
-            return _reject(Forbidden(host_message(host or "")))
+            _reject(Forbidden(host_message(host or "")))
         origin = request.headers.get("Origin")
         if origin is not None and not matcher.allows(origin):
-            return _reject(Forbidden("Origin not allowed"))
+            _reject(Forbidden("Origin not allowed"))
         if (origin is not None and request.method == "OPTIONS"
                 and "Access-Control-Request-Method" in request.headers):
             # Browsers send preflights without credentials; an unknown path falls to its 404.
@@ -226,9 +221,7 @@ def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str], *,
                 message = ("invalid API key" if key is not None else
                            "missing API key: send 'Authorization: Bearer <key>' or "
                            "'x-api-key: <key>'")
-                response = _reject(Unauthorized(message, code="invalid_api_key"))
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response
+                _reject(KeyRejected(message, code="invalid_api_key"))
         return None
 
     def cors_headers(response: Response) -> Response:
@@ -243,6 +236,7 @@ def register(app: Flask, origins: Iterable[str], api_keys: Iterable[str], *,
             response.headers["Vary"] = ", ".join([*vary, "Origin"])
         return response
 
+    install_fallback(app)
     app.before_request_funcs.setdefault(None, []).insert(0, check)
     app.after_request(cors_headers)
     app.wsgi_app = DesktopPrefix(app.wsgi_app)  # Docker Desktop's socket paths, socket only

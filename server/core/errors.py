@@ -1,18 +1,96 @@
-"""One error hierarchy for the whole server; each dialect maps it to its own status and body."""
+"""One error hierarchy for the whole server; each dialect maps it to its own status and body.
+
+Every layer raises these; only `server/api/` turns them into answers (each dialect's codec
+maps `kind` to its error type and status, `api/common.py` installs the handlers). A `kind` is
+an `ErrorKind`, never a free string, so the dialects' tables can be checked for completeness.
+
+    DMRError (500, server_error)
+    ├── InvalidRequest (400, invalid_request)
+    │   └── ContextTooLong (exceed_context_size)
+    ├── NotSupported (400, invalid_request)
+    ├── Unauthorized (401, authentication)
+    ├── Forbidden (403, permission)
+    ├── NotFound (404, not_found)
+    │   ├── ModelNotFound
+    │   └── EngineNotFound
+    ├── RequestTimeout (408, request_timeout)
+    ├── Conflict (409, conflict)
+    ├── EngineNotInstalled (412, engine_not_installed)
+    ├── PayloadTooLarge (413, request_too_large)
+    ├── ModelLoadFailed (422, model_load_failed)
+    ├── Overloaded (503, overloaded)
+    ├── RunnerCrashLoop (503, runner_crash_loop)
+    └── EngineFailure (500, server_error)
+        └── RunnerCrashed (runner_crashed)
+
+Elsewhere, as members of the same tree: `core/memory.py` (InsufficientMemory 507, MemoryBusy
+< Overloaded), `store/errors.py` (RegistryError 500, RemoteNotFound < NotFound,
+RegistryUnauthorized < Unauthorized, UnsupportedMediaType 422, InsufficientStorage 507),
+`engines/remote/engine.py` (NoUpstream < Overloaded, UpstreamBroken 502) and
+`api/remote_chat.py` (UpstreamRefused 502).
+"""
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class ErrorKind(str, Enum):  # noqa: UP042 (StrEnum would drop Python 3.10)
+    """A dialect-neutral error category; each dialect maps every member to its own type.
+
+    A `str` subclass, so a kind compares equal to its value and pickles across the runner
+    pipe as itself."""
+
+    SERVER_ERROR = "server_error"
+    INVALID_REQUEST = "invalid_request"
+    EXCEED_CONTEXT_SIZE = "exceed_context_size"
+    AUTHENTICATION = "authentication"
+    PERMISSION = "permission"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    ENGINE_NOT_INSTALLED = "engine_not_installed"
+    REQUEST_TOO_LARGE = "request_too_large"
+    OVERLOADED = "overloaded"
+    REQUEST_TIMEOUT = "request_timeout"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    RUNNER_CRASHED = "runner_crashed"
+    RUNNER_CRASH_LOOP = "runner_crash_loop"
+    INSUFFICIENT_MEMORY = "insufficient_memory"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Field(str, Enum):  # noqa: UP042 (StrEnum would drop Python 3.10)
+    """The part of a request an error is about, in no dialect's words: each dialect's codec
+    names it (OpenAI's `param`: RESPONSE_SCHEMA is `response_format` there)."""
+
+    MODEL = "model"
+    GRAMMAR = "grammar"
+    RESPONSE_SCHEMA = "response_schema"
+
+    def __str__(self) -> str:
+        return self.value
+
 
 class DMRError(Exception):
-    """Base class: `status` is the HTTP status, `kind` a dialect-neutral error category."""
+    """Base class: `status` is the HTTP status, `kind` a dialect-neutral error category.
+
+    `field` names the part of the request at fault without a dialect's words (raised below
+    `server/api/`); `param` is a field as the request spelled it (raised by a dialect, or by
+    the core for a field every dialect names alike, such as `messages`). `details` join
+    OpenAI's error object."""
 
     status = 500
-    kind = "server_error"
+    kind: ErrorKind = ErrorKind.SERVER_ERROR
 
-    def __init__(self, message: str, *, param: str | None = None, **details):
+    def __init__(self, message: str, *, param: str | None = None, field: Field | None = None,
+                 **details):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.field = field
         self.details = details
 
     def __reduce__(self):
@@ -30,13 +108,13 @@ def _rebuild(cls: type, args: tuple, attributes: dict) -> DMRError:
 
 class InvalidRequest(DMRError):
     status = 400
-    kind = "invalid_request"
+    kind = ErrorKind.INVALID_REQUEST
 
 
 class ContextTooLong(InvalidRequest):
     """The prompt (plus what must be generated) does not fit the model's context window."""
 
-    kind = "exceed_context_size"
+    kind = ErrorKind.EXCEED_CONTEXT_SIZE
 
     def __init__(self, n_prompt_tokens: int, n_ctx: int):
         super().__init__(
@@ -50,22 +128,22 @@ class ContextTooLong(InvalidRequest):
 
 class Unauthorized(DMRError):
     status = 401
-    kind = "authentication"
+    kind = ErrorKind.AUTHENTICATION
 
 
 class Forbidden(DMRError):
     status = 403
-    kind = "permission"
+    kind = ErrorKind.PERMISSION
 
 
 class NotFound(DMRError):
     status = 404
-    kind = "not_found"
+    kind = ErrorKind.NOT_FOUND
 
 
 class ModelNotFound(NotFound):
     def __init__(self, name: str):
-        super().__init__(f"model not found: {name}", param="model")
+        super().__init__(f"model not found: {name}", field=Field.MODEL)
         self.name = name
 
 
@@ -76,14 +154,14 @@ class EngineNotFound(NotFound):
 
 class Conflict(DMRError):
     status = 409
-    kind = "conflict"
+    kind = ErrorKind.CONFLICT
 
 
 class EngineNotInstalled(DMRError):
     """A known engine that this server does not run (DMR answers 412)."""
 
     status = 412
-    kind = "engine_not_installed"
+    kind = ErrorKind.ENGINE_NOT_INSTALLED
 
     def __init__(self, name: str):
         super().__init__(
@@ -94,19 +172,19 @@ class EngineNotInstalled(DMRError):
 
 class PayloadTooLarge(DMRError):
     status = 413
-    kind = "request_too_large"
+    kind = ErrorKind.REQUEST_TOO_LARGE
 
 
 class NotSupported(DMRError):
     """The request is well formed, but this model or engine cannot do it."""
 
     status = 400
-    kind = "invalid_request"
+    kind = ErrorKind.INVALID_REQUEST
 
 
 class Overloaded(DMRError):
     status = 503
-    kind = "overloaded"
+    kind = ErrorKind.OVERLOADED
 
     def __init__(self, message: str = "server is overloaded, retry later", retry_after: int = 1):
         super().__init__(message, retry_after=retry_after)
@@ -117,7 +195,7 @@ class RequestTimeout(DMRError):
     """The client took longer than `client_timeout` to send its request."""
 
     status = 408
-    kind = "request_timeout"
+    kind = ErrorKind.REQUEST_TIMEOUT
 
 
 class ModelLoadFailed(DMRError):
@@ -127,11 +205,11 @@ class ModelLoadFailed(DMRError):
     every other model keeps serving."""
 
     status = 422
-    kind = "model_load_failed"
+    kind = ErrorKind.MODEL_LOAD_FAILED
 
     def __init__(self, name: str, reason: str):
         super().__init__(f"model {name} cannot be loaded: {reason}; remove it and pull it "
-                         "again", param="model")
+                         "again", field=Field.MODEL)
         self.reason = reason
 
 
@@ -139,7 +217,7 @@ class EngineFailure(DMRError):
     """The engine failed on a well-formed request (a real server fault)."""
 
     status = 500
-    kind = "server_error"
+    kind = ErrorKind.SERVER_ERROR
 
 
 class RunnerCrashed(EngineFailure):
@@ -148,7 +226,7 @@ class RunnerCrashed(EngineFailure):
     Only that model's requests fail; the next request starts a new runner. `hint` names a
     setting that may help (the engine knows which)."""
 
-    kind = "runner_crashed"
+    kind = ErrorKind.RUNNER_CRASHED
 
     def __init__(self, model: str, how: str, last_error: str | None, *, while_: str = "",
                  hint: str = ""):
@@ -166,7 +244,7 @@ class RunnerCrashLoop(DMRError):
     """A model's runner crashed too often in a short time; it is not restarted for a while."""
 
     status = 503
-    kind = "runner_crash_loop"
+    kind = ErrorKind.RUNNER_CRASH_LOOP
 
     def __init__(self, model: str, crashes: int, window: float, retry_after: int,
                  last_crash: str, hint: str):

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from .engine import format_bytes
-from .errors import DMRError, Overloaded
+from .errors import DMRError, ErrorKind, Field, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ AUTO_SHARE = 0.9
 
 class InsufficientMemory(DMRError):
     status = 507
-    kind = "insufficient_memory"
+    kind = ErrorKind.INSUFFICIENT_MEMORY
 
     def __init__(self, model: str, need: int, budget: int, detail: str):
         super().__init__(
             f"{model} needs an estimated {detail}, more than the whole memory budget of "
             f"{format_bytes(budget)}; load it with a smaller context size or fewer slots "
             "(`dmr configure --context-size`), or raise memory_budget (DMR_MEMORY_BUDGET)",
-            param="model", need_bytes=need, budget_bytes=budget)
+            field=Field.MODEL, need_bytes=need, budget_bytes=budget)
 
 
 class MemoryBusy(Overloaded):

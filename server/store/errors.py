@@ -7,14 +7,14 @@ registry is a RegistryError (DMR answers 500 with the message).
 
 from __future__ import annotations
 
-from ..core.errors import DMRError, NotFound, Unauthorized
+from ..core.errors import DMRError, ErrorKind, NotFound, Unauthorized
 
 
 class RegistryError(DMRError):
     """A registry or Hugging Face answered something we cannot use, or could not be reached."""
 
     status = 500
-    kind = "server_error"
+    kind = ErrorKind.SERVER_ERROR
 
 
 class RegistryUnreachable(RegistryError):
@@ -33,7 +33,7 @@ class UnsupportedMediaType(DMRError):
     """The artifact is not a model we can run (not DMR's nor ModelPack's config, no GGUF)."""
 
     status = 422
-    kind = "invalid_request"
+    kind = ErrorKind.INVALID_REQUEST
 
 
 class DigestMismatch(RegistryError):
@@ -45,4 +45,4 @@ class InsufficientStorage(DMRError):
     and when the disk fills up during one). What was downloaded is kept for the next pull."""
 
     status = 507
-    kind = "insufficient_storage"
+    kind = ErrorKind.INSUFFICIENT_STORAGE

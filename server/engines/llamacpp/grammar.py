@@ -22,7 +22,7 @@ from typing import Any
 from llama_cpp.llama_grammar import PRIMITIVE_RULES, RESERVED_NAMES, BuiltinRule, SchemaConverter
 
 from ...core import numbers, regex
-from ...core.errors import InvalidRequest
+from ...core.errors import Field, InvalidRequest
 from ...core.schema import ENFORCED, FORMAT_PATTERNS
 
 #: One JSON string character: anything but `"`, a backslash and control characters, or an
@@ -180,7 +180,7 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     except InvalidRequest:
         raise
     except (regex.RegexError, AssertionError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidRequest(f"unsupported JSON schema: {exc}", param="response_format") from exc
+        raise InvalidRequest(f"unsupported JSON schema: {exc}", field=Field.RESPONSE_SCHEMA) from exc
     return converter.format_grammar()
 
 

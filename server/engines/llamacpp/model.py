@@ -220,10 +220,10 @@ class LlamaCppModel:
         grammar = schema_grammar(job.json_schema) if job.json_schema is not None else None
         if job.grammar is not None:
             if grammar is not None:
-                from ...core.errors import InvalidRequest
+                from ...core.errors import Field, InvalidRequest
 
                 raise InvalidRequest("give either a grammar or a JSON schema, not both",
-                                     param="grammar")
+                                     field=Field.GRAMMAR)
             check_grammar(self._vocab, job.grammar)
             grammar = job.grammar
         if len(job.prompt) >= self.info.n_ctx:

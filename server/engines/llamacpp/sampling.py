@@ -15,7 +15,7 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from ...core.errors import InvalidRequest
+from ...core.errors import Field, InvalidRequest
 from ...core.types import Sampling
 
 #: DRY ("don't repeat yourself") in grammar mode: a token that would extend a sequence already
@@ -35,7 +35,7 @@ def check_grammar(vocab: Any, grammar: str) -> None:
     if not compiled:
         raise InvalidRequest("grammar: llama.cpp could not parse this GBNF grammar (see "
                              "llama.cpp's grammars/README.md; the start rule must be `root`)",
-                             param="grammar")
+                             field=Field.GRAMMAR)
     L.llama_sampler_free(compiled)
 
 
@@ -62,7 +62,7 @@ def make_sampler(vocab: Any, n_vocab: int, s: Sampling, grammar: str | None) -> 
         if not compiled:
             L.llama_sampler_free(chain)
             raise InvalidRequest("the JSON schema could not be turned into a grammar",
-                                 param="response_format")
+                                 field=Field.RESPONSE_SCHEMA)
         add(compiled)
     if s.temperature <= 0:
         add(L.llama_sampler_init_greedy())

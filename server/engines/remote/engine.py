@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from ...core.errors import DMRError, Overloaded
+from ...core.errors import DMRError, ErrorKind, Overloaded
 from .config import RemoteConfig
 from .upstream import Upstream, UpstreamModel, model_key
 
@@ -44,7 +44,7 @@ class UpstreamBroken(DMRError):
     """The upstream failed after its answer had started (reported in-band)."""
 
     status = 502
-    kind = "server_error"
+    kind = ErrorKind.SERVER_ERROR
 
 
 class _GatewayError(Exception):

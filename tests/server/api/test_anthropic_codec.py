@@ -12,6 +12,8 @@ import pytest
 from flask import Flask
 
 from server.api import anthropic as api
+from server.api import anthropic_codec as codec
+from server.api import anthropic_encoder as encoder
 from server.api.keepalive import HEARTBEAT, with_heartbeats
 from server.core import pipeline
 from server.core.errors import InvalidRequest, Overloaded
@@ -31,7 +33,7 @@ USER = [{"role": "user", "content": "hi"}]
 
 def parse(**body):
     body = {"model": "ai/smollm2", "max_tokens": 50, "messages": USER, **body}
-    return api.parse_messages(body, None, SIGNER)
+    return codec.parse_messages(body, None, SIGNER)
 
 
 # ------------------------------------------------------------------------------ requests
@@ -133,7 +135,7 @@ def test_bad_requests_are_rejected_with_a_message_that_says_why(body, needle):
 
 
 def test_count_tokens_needs_no_max_tokens_and_ignores_unknown_fields():
-    req = api.parse_count_tokens({"model": "m", "messages": USER, "future_field": 1,
+    req = codec.parse_count_tokens({"model": "m", "messages": USER, "future_field": 1,
                                   "thinking": {"type": "enabled", "budget_tokens": 10}},
                                  None, SIGNER)
     assert req.thinking.budget_tokens == 10 and req.messages[-1].content == "hi"
@@ -143,7 +145,7 @@ def test_count_tokens_needs_no_max_tokens_and_ignores_unknown_fields():
 
 
 def encode(events, **options):
-    blocks = api.Blocks(api.Options(**options), SIGNER)
+    blocks = encoder.Blocks(codec.Options(**options), SIGNER)
     out = [e for event in events for e in blocks.feed(event)] + list(blocks.finish())
     return out, blocks
 
@@ -176,14 +178,14 @@ def test_thinking_text_and_tool_use_blocks_in_order():
         ChoiceDone(0, "tool_calls"), Done(Usage(prompt_tokens=5, completion_tokens=9,
                                                 cached_tokens=4))], thinking=True)
     assert check_block_order(out) == ["thinking", "text", "tool_use", "tool_use"]
-    content = api.accumulate(out)
+    content = encoder.accumulate(out)
     assert content[0] == {"type": "thinking", "thinking": "hmm ok",
                           "signature": SIGNER.sign("hmm ok")}
     assert content[1] == {"type": "text", "text": "\nCalling."}
     assert content[2] == {"type": "tool_use", "id": "toolu_ab", "name": "f", "input": {"x": 1}}
     assert content[3]["input"] == {} and content[3]["name"] == "g"
     assert blocks.stop_reason == "tool_use"
-    assert api.usage_json(blocks.usage) == {"input_tokens": 5, "cache_creation_input_tokens": 0,
+    assert encoder.usage_json(blocks.usage) == {"input_tokens": 5, "cache_creation_input_tokens": 0,
                                             "cache_read_input_tokens": 4, "output_tokens": 9}
 
 
@@ -191,13 +193,13 @@ def test_thinking_on_always_leads_with_a_thinking_block_and_an_answer_block():
     out, _ = encode([ChoiceDone(0, "length")], thinking=True)
     assert check_block_order(out) == ["thinking", "text"]
     out, _ = encode([TextDelta("  "), ChoiceDone(0, "stop")])
-    assert api.accumulate(out) == [{"type": "text", "text": ""}]
+    assert encoder.accumulate(out) == [{"type": "text", "text": ""}]
 
 
 def test_omitted_thinking_sends_only_a_signature():
     out, _ = encode([ThinkingDelta("secret"), TextDelta("hi")], thinking=True,
                     omit_thinking=True)
-    assert api.accumulate(out)[0] == {"type": "thinking", "thinking": "",
+    assert encoder.accumulate(out)[0] == {"type": "thinking", "thinking": "",
                                       "signature": SIGNER.sign("")}
     assert "secret" not in json.dumps(out)
 
@@ -205,7 +207,7 @@ def test_omitted_thinking_sends_only_a_signature():
 def test_disable_parallel_tool_use_keeps_the_first_call():
     out, _ = encode([ToolCallDelta(0, "call_1", "f", "{}"), ToolCallDelta(1, "call_2", "g", "{}"),
                      ChoiceDone(0, "tool_calls")], single_call=True)
-    assert [b["name"] for b in api.accumulate(out)] == ["f"]
+    assert [b["name"] for b in encoder.accumulate(out)] == ["f"]
 
 
 @pytest.mark.parametrize("done, completion, reason", [
@@ -244,7 +246,7 @@ def failing(events, exc):
 
 def test_stream_framing_and_an_error_after_the_200():
     run = pipeline.Run("m", 7, failing([TextDelta("partial")], Overloaded()))
-    out = sse_events(api.message_stream(run, "m", api.Blocks(api.Options(), SIGNER), "req_1"))
+    out = sse_events(encoder.message_stream(run, "m", encoder.Blocks(codec.Options(), SIGNER), "req_1"))
     assert [e["type"] for e in out] == ["message_start", "ping", "content_block_start",
                                         "content_block_delta", "error"]
     assert out[0]["message"]["usage"]["input_tokens"] == 7
@@ -256,7 +258,7 @@ def test_stream_framing_and_an_error_after_the_200():
 def test_stream_ends_with_cumulative_usage_and_message_stop():
     run = fake_run([TextDelta("hi"), ChoiceDone(0, "stop", "END"),
                     Done(Usage(prompt_tokens=7, completion_tokens=2, cached_tokens=6))])
-    out = sse_events(api.message_stream(run, "m", api.Blocks(api.Options(), SIGNER), "req_1"))
+    out = sse_events(encoder.message_stream(run, "m", encoder.Blocks(codec.Options(), SIGNER), "req_1"))
     assert [e["type"] for e in out][-2:] == ["message_delta", "message_stop"]
     assert out[-2]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
     assert out[-2]["usage"]["output_tokens"] == 2
@@ -319,7 +321,7 @@ def wsgi_client(tmp_path, monkeypatch):
                                             runtime=SimpleNamespace(remotes={}))
     api.register(app)
     state = {}
-    monkeypatch.setattr(api.pipeline, "start_chat", lambda runtime, req: state["start"](req))
+    monkeypatch.setattr(pipeline, "start_chat", lambda runtime, req: state["start"](req))
     client = anthropic.Anthropic(
         base_url="http://test", api_key="x", max_retries=0,
         http_client=httpx2.Client(transport=httpx2.WSGITransport(app=app)))

@@ -11,7 +11,7 @@ import math
 import llama_cpp as L
 import pytest
 
-from server.core.errors import InvalidRequest
+from server.core.errors import Field, InvalidRequest
 from server.core.schema import normalize
 from server.engines.llamacpp.grammar import schema_grammar
 from server.engines.llamacpp.sampling import check_grammar
@@ -89,4 +89,4 @@ def test_raw_grammars_are_checked_by_llama_cpp(vocab):
     check_grammar(vocab, 'root ::= "yes" | "no"')
     with pytest.raises(InvalidRequest) as err:
         check_grammar(vocab, "root ::= [oops")
-    assert err.value.param == "grammar"
+    assert err.value.field is Field.GRAMMAR  # neutral; OpenAI names it "grammar"
