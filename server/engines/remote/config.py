@@ -51,7 +51,7 @@ class RemoteConfig:
 
 
 def _seconds(value: Any, where: str) -> float:
-    from ...config import parse_duration  # the one duration syntax of the settings file
+    from ...config_values import parse_duration  # the one duration syntax of the settings
 
     try:
         seconds = parse_duration(value)
