@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import litellm
+from httpx_sse import EventSource, SSEError
 from litellm.llms.custom_llm import CustomLLMError
 
 from .naming import ENV_API_BASE
@@ -144,11 +145,9 @@ async def apost_json(req: Request, timeout: float | httpx.Timeout | None) -> dic
     return _decode_json(resp, req.url)
 
 
-def _sse_payload(line: str) -> dict[str, Any] | None:
-    """One SSE line to its JSON event; None for comments, blank lines and `[DONE]`."""
-    if not line.startswith("data:"):
-        return None
-    data = line[len("data:"):].strip()
+def _sse_payload(data: str) -> dict[str, Any] | None:
+    """One SSE event's data to its JSON event; None for empty data and `[DONE]`."""
+    data = data.strip()
     if not data or data == "[DONE]":
         return None
     event = json.loads(data)
@@ -187,12 +186,15 @@ def stream_events(req: Request, timeout: float | httpx.Timeout | None) -> Iterat
 
 def _iter_events(resp: httpx.Response, req: Request) -> Iterator[dict[str, Any]]:
     try:
-        for line in resp.iter_lines():
-            if line.strip() == "data: [DONE]":
+        # httpx-sse parses the stream (comments, multi-line data, CR/LF); we read the data.
+        for sse in EventSource(resp).iter_sse():
+            if sse.data.strip() == "[DONE]":
                 return
-            event = _sse_payload(line)
+            event = _sse_payload(sse.data)
             if event is not None:
                 yield event
+    except SSEError as exc:
+        raise CustomLLMError(502, f"Docker Model Runner sent no event stream: {exc}") from exc
     except httpx.HTTPError as exc:
         raise transport_error(exc, req.url, req.model, req.provider, answering=True) from exc
     finally:

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, *,
     app.json.sort_keys = False
     app.json.ensure_ascii = False
 
-    store = ModelStore(settings.models_dir)
+    store = ModelStore(settings.models_dir, insecure_registries=settings.insecure_registries)
     if settings.import_default_model:
         ensure_default_model(store)
     if engines is None:
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, *,
 
     app.register_blueprint(misc.bp)
     app.register_blueprint(dashboard_api.bp)
-    metrics.register(app)
+    metrics.register(app, enabled=not settings.disable_metrics)
     app.register_blueprint(openapi.bp)
     openai.register(app)
     responses.register(app, ResponseStore(settings.models_dir, Limits(

@@ -10,18 +10,14 @@ import logging
 import math
 import sys
 
-from . import __version__
+from . import __version__, config
 from .config import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
-    settings = Settings.load(args.config, host=args.host, port=args.port,
-                             models_dir=args.models_dir, context_size=args.context_size,
-                             parallel=args.parallel, threads=args.threads,
-                             socket=args.socket, tcp=False if args.no_tcp else None,
-                             no_auth=True if args.no_auth else None)
+    settings = Settings.load(args.config, **config.from_arguments(args))
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     binds = _binds(settings)
@@ -100,20 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dmr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 12434, or MODEL_RUNNER_PORT)")
-    serve.add_argument("--models-dir", help="model store directory (or MODELS_PATH)")
+    serve = sub.add_parser("serve", help="run the server",
+                           description="Run the server. Settings come from defaults, a YAML "
+                           "file (--config), the environment [NAME], then these flags.")
     serve.add_argument("--config", help="YAML settings file")
-    serve.add_argument("--context-size", type=int, help="tokens per request (default 4096)")
-    serve.add_argument("--parallel", type=int, help="sequences decoded together (default 8)")
-    serve.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
-    serve.add_argument("--socket", metavar="PATH",
-                       help="also listen on this Unix socket (created 0660, removed on exit)")
-    serve.add_argument("--no-tcp", action="store_true", help="listen on --socket only")
-    serve.add_argument("--no-auth", action="store_true",
-                       help="beyond loopback, serve without an API key (no key is generated)")
+    config.add_arguments(serve)  # one flag per setting (docs/configuration.md)
     serve.set_defaults(func=_serve)
     _add_client_commands(sub)
     return parser

@@ -1,4 +1,8 @@
-"""What the `dmr` client commands print: tables, sizes, ages and a pull/push progress bar."""
+"""What the `dmr` client commands print: tables, sizes, ages and a pull/push progress bar.
+
+The progress bar is rich's. The tables stay ours: they are `docker model ls`'s plain columns,
+which scripts read, and a rich table off a terminal wraps to 80 columns and draws a box.
+"""
 
 from __future__ import annotations
 
@@ -36,34 +40,45 @@ def ago(ts: float | int | None) -> str:
 
 
 class ProgressBar:
-    """Draws DMR progress lines as one bar per layer on a terminal; quiet elsewhere."""
+    """Draws DMR progress messages as one rich progress bar per layer on a terminal (size,
+    speed, time left); quiet elsewhere, so scripts and logs get no carriage returns."""
 
     def __init__(self, out: TextIO = sys.stderr):
         self.out = out
         self.tty = out.isatty()
-        self._layer: str | None = None
-        self._started = time.monotonic()
+        self._progress = None
+        self._tasks: dict[str, Any] = {}
+
+    def _bars(self):
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(), console=Console(file=self.out))
+            self._progress.start()
+        return self._progress
 
     def update(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "progress":
+        if message.get("type") != "progress" or not self.tty:
             return
         layer = message.get("layer") or {}
         layer_id, done, total = layer.get("id", ""), layer.get("current", 0), layer.get("size", 0)
-        if self._layer != layer_id:
-            if self._layer is not None and self.tty:
-                self.out.write("\n")
-            self._layer, self._started = layer_id, time.monotonic()
-        if not self.tty:
-            return
-        width = 30
-        filled = int(width * done / total) if total else width
-        rate = done / max(time.monotonic() - self._started, 1e-3)
-        short = layer_id.split(":", 1)[-1][:12]
-        self.out.write(f"\r{short}: [{'=' * filled}{' ' * (width - filled)}] "
-                       f"{size(done)}/{size(total)} {size(rate)}/s   ")
-        self.out.flush()
+        bars = self._bars()
+        if layer_id not in self._tasks:
+            short = layer_id.split(":", 1)[-1][:12]
+            self._tasks[layer_id] = bars.add_task(short, total=total or None)
+        bars.update(self._tasks[layer_id], completed=done, total=total or None)
 
     def close(self) -> None:
-        if self._layer is not None and self.tty:
-            self.out.write("\n")
-            self.out.flush()
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

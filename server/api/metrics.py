@@ -3,12 +3,12 @@
 DMR scrapes each runner's llama.cpp server and relabels its `llamacpp:*` metrics with
 `backend`, `model` and `mode`; here the same names and labels come from each loaded model's
 engine statistics, so dashboards built for DMR (or llama-server) work unchanged. With no model
-loaded the body is DMR's `# No active runners`. `DISABLE_METRICS=1` removes the route.
+loaded the body is DMR's `# No active runners`. The `disable_metrics` setting (DMR's
+`DISABLE_METRICS=1`) removes the route.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from flask import Blueprint, Response
@@ -90,6 +90,6 @@ def metrics():
     return Response(generate_latest(registry), content_type=CONTENT_TYPE)
 
 
-def register(app) -> None:
-    if os.environ.get("DISABLE_METRICS") != "1":
+def register(app, *, enabled: bool = True) -> None:
+    if enabled:
         app.register_blueprint(bp)

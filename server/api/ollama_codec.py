@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ..config import parse_duration
@@ -230,7 +230,7 @@ def generate_request(body: dict[str, Any]) -> ChatRequest | CompletionRequest:
 
 def created_at() -> str:
     """RFC 3339 UTC with sub-second digits, as Ollama writes timestamps."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 #: The last second datetime can show (9999-12-31T23:59:59Z).
@@ -241,7 +241,7 @@ def timestamp(epoch: float) -> str:
     """RFC 3339 UTC; an expiry past year 9999 (keep_alive: 1e300) shows as that year's end."""
     if not math.isfinite(epoch) or epoch > _LAST_EPOCH:
         epoch = _LAST_EPOCH
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def ns(seconds: float) -> int:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import re
-from importlib.resources.abc import Traversable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, current_app, jsonify
 
 from .. import __version__
 from .validation import SCHEMA_DIR
+
+if TYPE_CHECKING:  # importlib.resources.abc is 3.11+; annotations only need it to type-check
+    from importlib.resources.abc import Traversable  # novm
 
 #: View (module.function) -> the schema its request body is validated with.
 SCHEMAS = {

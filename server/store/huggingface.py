@@ -5,6 +5,11 @@ and build DMR's artifact around it locally. The tag chooses the file by quantiza
 (`:Q8_0`); `latest` prefers Q4_K_M, then the first GGUF file. A multimodal projector
 (`*mmproj*.gguf`) comes along as the mmproj layer. `HF_ENDPOINT` points elsewhere (a mirror,
 or a test server); `HF_TOKEN` or the request's bearer token authenticates.
+
+The Hub's API is spoken by `huggingface_hub` (the file listing with its pagination, the
+download URL). The download itself stays ours: `hf_hub_download` writes into the Hub's own
+cache layout, while a pull streams each file into our content-addressed blob store, resumes a
+broken transfer at its offset, checks the LFS hash and reports progress per layer.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import requests
 
@@ -66,45 +70,57 @@ class HuggingFace:
             raise RegistryUnreachable(f"cannot reach {self.base}: {exc}") from exc
         except requests.RequestException as exc:
             raise RegistryError(f"request to {self.base} failed: {exc}") from exc
-        # The Hub answers 401 for repositories that do not exist (or are private).
-        if response.status_code == 404 or (response.status_code == 401 and not self._token):
-            response.close()
-            raise RemoteNotFound(f"{self.repo_id} not found on {self.base}")
-        if response.status_code in (401, 403):
-            response.close()
-            raise RegistryUnauthorized("Unauthorized")
         if response.status_code >= 400:
             response.close()
-            raise RegistryError(f"{self.base} answered {response.status_code} for {url}")
+            self._raise_for(response.status_code, f" for {url}")
         return response
 
     def files(self) -> list[HFFile]:
-        """Every file of the repository, following the tree API's pagination."""
-        url: str | None = (f"{self.base}/api/models/{self.repo_id}/tree/"
-                           f"{quote(self.revision, safe='')}?recursive=true")
+        """Every file of the repository (huggingface_hub follows the tree API's pages)."""
+        import httpx
+        from huggingface_hub import HfApi  # imported on first use: 0.3 s, not at start
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+        from huggingface_hub.hf_api import RepoFile
+
+        api = HfApi(endpoint=self.base, token=self._token or False)
+        try:
+            entries = list(api.list_repo_tree(self.repo_id, revision=self.revision,
+                                              recursive=True))
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            self._raise_for(status, f": {exc.server_message or exc}")
+            raise RegistryError(f"{self.base}: {exc}") from exc
+        except (httpx.TransportError, OfflineModeIsEnabled) as exc:
+            raise RegistryUnreachable(f"cannot reach {self.base}: {exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{self.base} returned a file list we cannot read: "
+                                f"{exc}") from exc
         out: list[HFFile] = []
-        while url:
-            response = self._get(url)
-            try:
-                entries = response.json()
-            except ValueError as exc:
-                raise RegistryError(f"{self.base} returned a file list that is not JSON") from exc
-            for entry in entries if isinstance(entries, list) else []:
-                if not isinstance(entry, dict) or entry.get("type") != "file":
-                    continue
-                lfs = entry.get("lfs") or {}
-                sha = lfs.get("oid") or lfs.get("sha256")
-                sha = sha if isinstance(sha, str) and re.fullmatch(r"[a-f0-9]{64}", sha) else None
-                out.append(HFFile(str(entry.get("path", "")),
-                                  int(lfs.get("size") or entry.get("size") or 0), sha))
-            url = response.links.get("next", {}).get("url")
+        for entry in entries:
+            if not isinstance(entry, RepoFile):
+                continue
+            sha = entry.lfs.sha256 if entry.lfs is not None else None
+            sha = sha if isinstance(sha, str) and re.fullmatch(r"[a-f0-9]{64}", sha) else None
+            size = entry.lfs.size if entry.lfs is not None else entry.size
+            out.append(HFFile(entry.path, int(size or 0), sha))
         return out
+
+    def _raise_for(self, status: int, detail: str) -> None:
+        """Our error for a failed Hub answer (shared by the listing and the download)."""
+        # The Hub answers 401 for repositories that do not exist (or are private).
+        if status == 404 or (status == 401 and not self._token):
+            raise RemoteNotFound(f"{self.repo_id} not found on {self.base}")
+        if status in (401, 403):
+            raise RegistryUnauthorized("Unauthorized")
+        if status >= 400:
+            raise RegistryError(f"{self.base} answered {status}{detail}")
 
     def open(self, path: str, offset: int = 0) -> tuple[requests.Response, int]:
         """Stream a file from `offset`; returns (response, the offset it really starts at)."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        url = (f"{self.base}/{self.repo_id}/resolve/{quote(self.revision, safe='')}/"
-               f"{quote(path)}")
+        from huggingface_hub import hf_hub_url
+
+        url = hf_hub_url(self.repo_id, path, revision=self.revision, endpoint=self.base)
         response = self._get(url, headers=headers, stream=True)
         return response, offset if offset and response.status_code == 206 else 0
 

@@ -37,12 +37,6 @@ ATTEMPTS = 4
 _CHUNK = 1 << 20
 
 
-def insecure_registries() -> set[str]:
-    """Hosts to reach over plain HTTP besides loopback: `DMR_INSECURE_REGISTRIES=a:5000,b`."""
-    return {h.strip() for h in os.environ.get("DMR_INSECURE_REGISTRIES", "").split(",")
-            if h.strip()}
-
-
 Opener = Callable[[int], tuple[requests.Response, int]]
 
 
@@ -221,7 +215,7 @@ def prepare_pull(store: ModelStore, text: str, bearer_token: str | None = None) 
     if ref.registry == HF_REGISTRY:
         return _prepare_hf(store, ref, bearer_token)
     client = Registry(ref.registry, ref.repository, token=bearer_token,
-                      insecure=ref.registry in insecure_registries())
+                      insecure=ref.registry in store.insecure_registries)
     try:
         raw, media_type, digest = client.manifest(ref.digest or ref.tag)
     except RegistryUnreachable as exc:

@@ -14,7 +14,7 @@ from ..core.errors import NotSupported
 from . import reference
 from .artifact import Descriptor, Manifest
 from .progress import PUSH, Event, LayerProgress, Notice, Throttle
-from .pull import HF_REGISTRY, insecure_registries
+from .pull import HF_REGISTRY
 from .registry import Registry
 from .store import ModelStore, StoredModel
 
@@ -67,7 +67,7 @@ class Push:
 def prepare_push(store: ModelStore, text: str, bearer_token: str | None = None, *,
                  insecure: bool = False) -> Push:
     """Check the model exists and the destination is a registry tag; `insecure` allows plain
-    HTTP to its registry (Ollama's push option), as DMR_INSECURE_REGISTRIES does."""
+    HTTP to its registry (Ollama's push option), as the `insecure_registries` setting does."""
     model = store.get(text)
     ref = reference.parse(text)
     if ref.digest:
@@ -75,5 +75,5 @@ def prepare_push(store: ModelStore, text: str, bearer_token: str | None = None, 
     if ref.registry == HF_REGISTRY:
         raise NotSupported("pushing to Hugging Face is not supported; push to an OCI registry")
     client = Registry(ref.registry, ref.repository, token=bearer_token,
-                      insecure=insecure or ref.registry in insecure_registries())
+                      insecure=insecure or ref.registry in store.insecure_registries)
     return Push(store, model, ref, client)

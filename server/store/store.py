@@ -22,7 +22,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,11 @@ def _digest_hex(digest: str) -> str:
 
 
 class ModelStore:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, insecure_registries: Iterable[str] = ()):
         self.root = Path(root)
+        #: Registries pulled from and pushed to over plain HTTP besides loopback ones (the
+        #: `insecure_registries` setting); kept here because every pull and push has the store.
+        self.insecure_registries = frozenset(insecure_registries)
         self._lock = threading.RLock()
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         (self.root / "manifests" / "sha256").mkdir(parents=True, exist_ok=True)

@@ -325,8 +325,11 @@ class FakeHub:
             if files is None:
                 self._send(handler, 401, b'{"error":"Repository not found"}')
                 return
+            # As the Hub lists files: a git blob id, and LFS details (huggingface_hub needs both).
             listing = [{"type": "file", "path": name, "size": len(data),
-                        "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+                        "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+                        "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                "pointerSize": 134}}
                        for name, data in files.items()]
             self._send(handler, 200, json.dumps(listing).encode(),
                        {"Content-Type": "application/json"})

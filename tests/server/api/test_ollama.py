@@ -5,7 +5,7 @@ import json
 import math
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jsonschema
@@ -74,7 +74,7 @@ def test_show_accepts_legacy_name(server_url, model):
 
 
 def test_ps_after_a_load(client, model):
-    before = datetime.now(UTC)
+    before = datetime.now(timezone.utc)
     reply = client.chat(model=model, messages=[], keep_alive="10m")
     assert reply.done_reason == "load"
     entry = next(m for m in client.ps().models if m.model.startswith(model))
