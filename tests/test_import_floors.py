@@ -32,8 +32,8 @@ def floor_of(module: str) -> str:
         return "floor"
     if module.startswith(("server.engines", "server.store")):
         return "engines/store"
-    if module.startswith("server.core") or module == "server.config":
-        return "core"  # the settings: read by the core's wiring, below the routes
+    if module.startswith("server.core") or module in ("server.config", "server.config_values"):
+        return "core"  # the settings and their value syntaxes: below the routes
     if module.startswith("server.api") or module == "server.state":
         return "api"  # State is what the routes reach (app.extensions)
     return "top"
