@@ -1,8 +1,9 @@
 """What the supervised runner process costs: the same server with each model in a runner
 process (the default) and in process (`runner: inprocess`, the engine before the runner),
-measured in one run, one server at a time, alternating, several rounds.
+measured in one run: both servers up at once, one busy at a time, modes alternating within
+each round, several rounds (the machine's load drifts; pairs see the same drift).
 
-    python -m bench.runner [--rounds 3] [--tokens 128] [--extra-buffers-ab]
+    python -m bench.runner [--rounds 5] [--tokens 128] [--extra-buffers-ab]
 
 Prints medians and the ratios the CPU issue asks for: single-stream decode and 8-stream
 aggregate over HTTP >= 0.97x of in process, TTFT of a request beside 7 streams <= 0.2 s,
@@ -58,17 +59,25 @@ def ttft_beside(base: str, tokens: int, trials: int) -> float:
     return statistics.median(ttfts)
 
 
-def measure(env: dict[str, str], tokens: int) -> dict:
-    server = start(env)
-    try:
-        out = {"load_s": load_seconds(server)}
-        out["single"] = single(server.base, tokens, 3)["decode"]
-        out["8_streams"] = concurrency(server.base, tokens, [8])[8]["aggregate"]
-        out["ttft_beside_7"] = ttft_beside(server.base, tokens * 2, 2)
-        out["rss_mib"] = server.rss_mib()
-        return out
-    finally:
-        server.stop()
+def measure(servers: dict[str, ServerProc], tokens: int, rounds: int) -> dict[str, list]:
+    """Both servers up at once, only one busy at a time; each round measures every mode in
+    turn (order alternating), so drifts in the machine's load hit all modes alike."""
+    runs: dict[str, list] = {mode: [] for mode in servers}
+    for mode, server in servers.items():
+        runs[mode].append({"load_s": load_seconds(server)})
+    for round_ in range(rounds):
+        order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+        print(f"round {round_ + 1}: {', '.join(order)} ...", flush=True)
+        for mode in order:
+            base = servers[mode].base
+            out = runs[mode][round_] if round_ == 0 else {}
+            out["single"] = single(base, tokens, 3)["decode"]
+            out["8_streams"] = concurrency(base, tokens, [8])[8]["aggregate"]
+            out["ttft_beside_7"] = ttft_beside(base, tokens * 2, 2)
+            out["rss_mib"] = servers[mode].rss_mib()
+            if round_:
+                runs[mode].append(out)
+    return runs
 
 
 def load_costs() -> dict:
@@ -94,7 +103,7 @@ def _load(env: dict[str, str], store: str | None = None) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--extra-buffers-ab", action="store_true",
                         help="also compare extra buffers on and off (both in runners)")
@@ -103,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra_buffers_ab:
         modes["runner, extra buffers off"] = {"DMR_EXTRA_BUFFERS": "off"}
         modes["runner, extra buffers on"] = {"DMR_EXTRA_BUFFERS": "on"}
-    runs: dict[str, list[dict]] = {m: [] for m in modes}
-    for round_ in range(args.rounds):
-        order = list(modes) if round_ % 2 == 0 else list(reversed(modes))
-        for mode in order:
-            print(f"round {round_ + 1}: {mode} ...", flush=True)
-            runs[mode].append(measure(modes[mode], args.tokens))
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
+    servers = {mode: start(env) for mode, env in modes.items()}
+    try:
+        runs = measure(servers, args.tokens, args.rounds)
+    finally:
+        for server in servers.values():
+            server.stop()
+    med = {m: {k: statistics.median(r[k] for r in rs if k in r) for k in rs[-1]}
+           for m, rs in runs.items()}
+    med = {m: {**v, "load_s": runs[m][0]["load_s"]} for m, v in med.items()}
     costs = load_costs()
     print(json.dumps({"runs": runs, "medians": med, "load_seconds": costs}, indent=1))
     print()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,7 +86,7 @@ class LlamaCppModel:
         if settings.probe:
             if on_probe is not None:
                 on_probe()
-            self._probe()
+            self._probe_on_own_thread()
         compute = compute if compute is not None else ThreadBudget()
         self._sink = sink or QueueSink()
         self._embedder = Embedder(self._new_context, n_ctx, settings.parallel, self.info.n_embd,
@@ -189,6 +190,26 @@ class LlamaCppModel:
         if not ctx:
             raise EngineFailure("llama.cpp could not create a context (out of memory?)")
         return ctx
+
+    def _probe_on_own_thread(self) -> None:
+        """Run the probe on a thread that ends with it. OpenMP (llama.cpp's CPU threads) keeps
+        a team of worker threads per thread that ever computed; with two teams there are more
+        of its threads than cores, and libgomp then stops spinning at barriers and sleeps at
+        each of the graph's ~30 barriers per token instead: measured, single-stream decode
+        fell to 0.6x. A team goes when its thread exits; the scheduler's is then the only one."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._probe()
+            except BaseException as exc:  # re-raised on the loading thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="llama-probe")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
 
     def _probe(self) -> None:
         """Decode a multi-token batch over several sequences, as real traffic will: llama.cpp

@@ -96,7 +96,9 @@ def hooks(tmp_path_factory) -> Path:
 def server(tmp_path_factory, hooks) -> ServerProcess:
     base = tmp_path_factory.mktemp("templates")
     config = base / "server.yaml"
-    config.write_text("import_default_model: false\ncontext_size: 2048\nparallel: 2\n")
+    # Each template is a new model, used once: nothing to gain from spilling its prompts.
+    config.write_text("import_default_model: false\ncontext_size: 2048\nparallel: 2\n"
+                      "prompt_cache_disk_mib: 0\n")
     proc = ServerProcess(base / "models", base / "server.log", "--config", str(config),
                          env={"DMR_TEST_OUTPUT_GRAMMARS": str(hooks)})
     try:
