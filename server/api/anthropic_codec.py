@@ -286,6 +286,8 @@ def parse_messages(body: dict[str, Any], engine: str | None,
     for key in ("temperature", "top_p", "top_k", "speculative"):
         if key in body:
             setattr(sampling, key, body[key])
+    if body.get("logit_bias"):
+        sampling.logit_bias = {int(k): float(v) for k, v in body["logit_bias"].items()}
     sampling.explicit = frozenset({"max_tokens", *(k for k in ("temperature", "top_p", "top_k")
                                                     if k in body),
                                    *(["stop"] if sampling.stop else [])})

@@ -15,6 +15,7 @@ import requests
 
 from server.core import reasoning
 from server.store.bundled import bundled_gguf
+from tests.conftest import MODEL, NO_EOS
 
 HELLO = [{"role": "user", "content": "Hi, how are you?"}]
 GREEDY = {"temperature": 0, "top_k": 1}
@@ -603,3 +604,16 @@ def test_thinking_with_a_forced_tool_is_refused_as_claude_does(sdk):
                             tool_choice={"type": "any"},
                             thinking={"type": "enabled", "budget_tokens": 10})
     assert "tool_choice" in info.value.body["error"]["message"]
+
+
+def test_logit_bias_extension_bans_the_end_token(client):
+    """`logit_bias` (ours, as OpenAI's): with the end-of-turn tokens banned, the answer runs
+    to max_tokens; a bias out of range is a 400 in Anthropic's shape."""
+    message = client.messages.create(model=MODEL, max_tokens=24, messages=[
+        {"role": "user", "content": "Say hi."}], extra_body={"logit_bias": NO_EOS})
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 24
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(model=MODEL, max_tokens=4, messages=[
+            {"role": "user", "content": "Say hi."}], extra_body={"logit_bias": {"2": -500}})
+    assert err.value.body["type"] == "error"
+    assert err.value.body["error"]["type"] == "invalid_request_error"
