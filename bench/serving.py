@@ -55,7 +55,7 @@ def after_restart(start, histories: list) -> dict:
 
 
 def start_baseline(checkout: str, store: str) -> ServerProc:
-    """`dmr serve` from another checkout with its own virtualenv (e.g. /work/main)."""
+    """`dmr serve` from another checkout with its own virtualenv (e.g. a checkout of main)."""
     python = str(Path(checkout) / ".venv" / "bin" / "python")
     port = free_port()
     cmd = [python, "-m", "server.cli", "serve", "--port", str(port), "--models-dir", store]

@@ -58,9 +58,7 @@ def completion_json(runs: list[Run], model: str, n: int) -> dict[str, Any]:
     for p, run in enumerate(runs):
         for event in run.events:
             if isinstance(event, Done):
-                usage.prompt_tokens += event.usage.prompt_tokens
-                usage.completion_tokens += event.usage.completion_tokens
-                usage.cached_tokens += event.usage.cached_tokens
+                usage.add_tokens(event.usage)
                 continue
             index = p * n + event.choice
             c = choices.setdefault(index, {"text": "", "index": index, "logprobs": None,
@@ -101,9 +99,7 @@ def completion_stream(runs: list[Run], model: str, n: int,
         for p, run in enumerate(runs):
             for event in run.events:
                 if isinstance(event, Done):
-                    usage.prompt_tokens += event.usage.prompt_tokens
-                    usage.completion_tokens += event.usage.completion_tokens
-                    usage.cached_tokens += event.usage.cached_tokens
+                    usage.add_tokens(event.usage)
                     continue
                 index = p * n + event.choice
                 if isinstance(event, TextDelta):

@@ -170,6 +170,12 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def add_tokens(self, other: Usage) -> None:
+        """Count `other`'s tokens into these (one answer for several prompts)."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+
 
 @dataclass
 class TextDelta:

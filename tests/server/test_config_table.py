@@ -33,15 +33,16 @@ def test_environment_names_come_from_the_table(monkeypatch):
     assert settings.keep_alive == 120
 
 
-def test_flags_come_from_the_table_and_win_over_the_environment(monkeypatch):
+def test_flags_come_from_the_table_and_win_over_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DMR_KEEP_ALIVE", "2m")
     monkeypatch.setenv("DMR_MAX_QUEUE", "5")
     args = build_parser().parse_args(["serve", "--keep-alive", "10m", "--no-tcp", "--no-auth",
-                                      "--socket", "/tmp/x.sock", "--speculative", "off",
+                                      "--socket", str(tmp_path / "x.sock"),
+                                      "--speculative", "off",
                                       "--port", "9"])
     settings = Settings.load(args.config, **config.from_arguments(args))
     assert (settings.keep_alive, settings.tcp, settings.no_auth, settings.socket,
-            settings.speculative, settings.port) == (600, False, True, "/tmp/x.sock", "off", 9)
+            settings.speculative, settings.port) == (600, False, True, str(tmp_path / "x.sock"), "off", 9)
     assert settings.max_queue == 5  # no flag given: the environment stands
 
 
